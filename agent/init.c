@@ -1,0 +1,2 @@
+#include "agent.h"
+int cmd_init(int argc, char **argv) { return 0; }

@@ -1,0 +1,17 @@
+/* understudy-controller: commands and the pieces they share. */
+#ifndef UNDERSTUDY_CONTROLLER_H
+#define UNDERSTUDY_CONTROLLER_H
+
+#include "cfg.h"
+
+/* The controller's configuration schema (controller.conf). */
+extern const cfg_key_t controller_schema[];
+
+/* Loads and validates controller.conf; on failure logs one line and returns the error. */
+int controller_load_config(const char *path, cfg_t **ret_cfg);
+
+int cmd_init(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_firewall(int argc, char **argv);
+
+#endif

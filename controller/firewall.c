@@ -1,0 +1,2 @@
+#include "controller.h"
+int cmd_firewall(int argc, char **argv) { return 0; }
