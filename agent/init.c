@@ -1,2 +1,97 @@
+/* understudy-agent init: this host's identity and a config template. */
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "agent.h"
-int cmd_init(int argc, char **argv) { return 0; }
+#include "err.h"
+#include "identity.h"
+#include "log.h"
+
+static void init_usage(FILE *f)
+{
+    fprintf(f, "usage: understudy-agent init --dir DIR [--force] [--site-root PATH]\n"
+               "                             [--controller HOST:PORT]\n\n"
+               "Creates DIR/agent.key (mode 0600; it never leaves this host), DIR/agent.crt and\n"
+               "a commented DIR/agent.conf, and prints this agent's fingerprint for the\n"
+               "controller's [agent] fingerprint key. An existing key is kept unless --force;\n"
+               "an existing agent.conf is never overwritten.\n");
+}
+
+int cmd_init(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"dir", required_argument, NULL, 'd'},     {"force", no_argument, NULL, 'f'},
+        {"site-root", required_argument, NULL, 's'}, {"controller", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    const char *dir = NULL, *site_root = NULL, *controller = NULL;
+    bool force = false;
+    identity_paths_t id;
+    char *error = NULL;
+    char root_abs[PATH_MAX + 16];
+    int opt, r;
+
+    while ((opt = getopt_long(argc, argv, "d:fs:c:h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'd':
+            dir = optarg;
+            break;
+        case 'f':
+            force = true;
+            break;
+        case 's':
+            site_root = optarg;
+            break;
+        case 'c':
+            controller = optarg;
+            break;
+        case 'h':
+            init_usage(stdout);
+            return 0;
+        default:
+            init_usage(stderr);
+            return err_exit_code(ERR_USAGE);
+        }
+    }
+    if (!dir || optind != argc) {
+        log_error("init needs --dir DIR (and no other arguments); see 'understudy-agent init "
+                  "--help'");
+        return err_exit_code(ERR_USAGE);
+    }
+    r = identity_init(dir, "agent", force, &id, &error);
+    if (r < 0) {
+        log_error("%s", error ? error : err_str(r));
+        free(error);
+        return err_exit_code(r);
+    }
+    if (site_root) {
+        if (!realpath(site_root, root_abs))
+            snprintf(root_abs, sizeof(root_abs), "%s", site_root);
+    } else {
+        snprintf(root_abs, sizeof(root_abs), "%s/site", id.dir);
+    }
+    if (access(id.conf, F_OK) == 0) {
+        log_info("keeping existing %s", id.conf);
+    } else {
+        const char *values[] = {"identity.key",       id.key,   "identity.cert", id.cert,
+                                "site.root",          root_abs, "controller.address",
+                                controller,           NULL};
+        if (!controller)
+            values[6] = NULL;
+        r = cfg_write_template(agent_schema, id.conf,
+                               "understudy-agent configuration (see understudy.conf(5)).\n"
+                               "Paste the controller's fingerprint below, and its address.",
+                               values);
+        if (r < 0) {
+            log_error("cannot write %s: %s", id.conf, err_str(r));
+            return err_exit_code(r);
+        }
+    }
+    printf("key: %s\ncert: %s\nconfig: %s\nfingerprint: %s\n", id.key, id.cert, id.conf,
+           id.fingerprint);
+    return 0;
+}

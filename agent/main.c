@@ -16,6 +16,7 @@ struct cmd {
 static const struct cmd commands[] = {
     {"init", cmd_init, "create this host's key, certificate and a config template"},
     {"check", cmd_check, "connect to the controller and the database and report"},
+    {"cron", cmd_cron, "print the crontab line that runs the agent"},
     {NULL, NULL, NULL},
 };
 

@@ -19,17 +19,16 @@ void buf_free(buf_t *b)
     buf_init(b, max);
 }
 
-uint8_t *buf_reserve(buf_t *b, size_t n)
+/* Makes room for n more bytes without looking at the cap. */
+static uint8_t *buf_grow(buf_t *b, size_t n)
 {
-    if (b->max && (n > b->max || b->len > b->max - n))
-        return NULL;
-    if (b->start + b->len + n <= b->cap)
+    if (b->base && n <= b->cap - b->start - b->len)
         return b->base + b->start + b->len;
     /* Compact first: consumed space at the front is free for reuse. */
     if (b->start > 0) {
         memmove(b->base, b->base + b->start, b->len);
         b->start = 0;
-        if (b->len + n <= b->cap)
+        if (n <= b->cap - b->len)
             return b->base + b->len;
     }
     if (n > SIZE_MAX / 2 - b->len)
@@ -45,6 +44,18 @@ uint8_t *buf_reserve(buf_t *b, size_t n)
     return b->base + b->len;
 }
 
+static int buf_over_cap(const buf_t *b, size_t n)
+{
+    return b->max && (n > b->max || b->len > b->max - n);
+}
+
+uint8_t *buf_reserve(buf_t *b, size_t n)
+{
+    if (buf_over_cap(b, n))
+        return NULL;
+    return buf_grow(b, n);
+}
+
 void buf_commit(buf_t *b, size_t n)
 {
     b->len += n;
@@ -56,7 +67,7 @@ int buf_append(buf_t *b, const void *data, size_t n)
         return 0;
     uint8_t *p = buf_reserve(b, n);
     if (!p)
-        return (b->max && b->len + n > b->max) ? UV_ENOBUFS : UV_ENOMEM;
+        return buf_over_cap(b, n) ? UV_ENOBUFS : UV_ENOMEM;
     memcpy(p, data, n);
     b->len += n;
     return 0;
@@ -75,9 +86,12 @@ int buf_printf(buf_t *b, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return UV_EINVAL;
-    uint8_t *p = buf_reserve(b, (size_t)n + 1);
-    if (!p)
+    /* The terminating NUL is written but not kept: only n bytes count against the cap. */
+    if (buf_over_cap(b, (size_t)n))
         return UV_ENOBUFS;
+    uint8_t *p = buf_grow(b, (size_t)n + 1);
+    if (!p)
+        return UV_ENOMEM;
     va_start(ap, fmt);
     vsnprintf((char *)p, (size_t)n + 1, fmt, ap);
     va_end(ap);

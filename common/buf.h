@@ -26,10 +26,10 @@ void buf_init(buf_t *b, size_t max);
 /* Frees the bytes; the buffer is empty and reusable afterwards. Accepts a zeroed buffer. */
 void buf_free(buf_t *b);
 
-/* Returns a pointer to the unconsumed bytes. */
+/* Returns a pointer to the unconsumed bytes (NULL while nothing was ever allocated). */
 static inline uint8_t *buf_data(const buf_t *b)
 {
-    return b->base + b->start;
+    return b->base ? b->base + b->start : NULL;
 }
 
 /* Makes room for n more bytes and returns where they go (not yet counted in len: call

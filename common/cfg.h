@@ -6,6 +6,10 @@
  * and what is expected, e.g.
  *   /etc/understudy/agent.conf:7: [controller] address: expected HOST:PORT, got "example.org"
  * Defaults from the schema apply to keys that are absent.
+ *
+ * Comments are whole lines starting with ';' or '#'. There are no inline comments: a '#' or ';'
+ * after a value is part of the value (passwords, fingerprints). Values are taken verbatim with
+ * the blanks around them removed; there is no quoting and no line continuation.
  */
 #ifndef UNDERSTUDY_CFG_H
 #define UNDERSTUDY_CFG_H
@@ -21,7 +25,7 @@ typedef enum cfg_type {
     CFG_FINGERPRINT, /* a certificate SHA-256 fingerprint (tls_fingerprint_parse), normalised */
     CFG_UINT,        /* a non-negative integer */
     CFG_BOOL,        /* yes/no, true/false, on/off, 1/0 */
-    CFG_SIZE,        /* bytes with optional K, M, G suffix (powers of 1024) */
+    CFG_SIZE,        /* bytes with optional K, M, G, T suffix (powers of 1024; also KiB...) */
     CFG_DURATION,    /* seconds with optional s, m, h, d suffix */
     CFG_OWNER,       /* USER:GROUP */
 } cfg_type_t;
@@ -47,7 +51,9 @@ cfg_t *cfg_new(const cfg_key_t *schema);
 void cfg_free(cfg_t *cfg);
 
 /* Parses a file. Returns 0, ERR_CONFIG (bad content) or a negative errno (cannot open); the
- * one-line explanation is then in cfg_last_error(). May be called once per cfg_t. */
+ * one-line explanation is then in cfg_last_error(). May be called once per cfg_t. Files are
+ * limited to 1 MiB and lines to 4096 bytes. Sets inih's process-wide options before parsing, so
+ * do not load configurations from several threads at once. */
 int cfg_load(cfg_t *cfg, const char *path);
 
 /* Parses text as if it were the file named path (for tests). */
@@ -87,7 +93,12 @@ int cfg_check_secret_file(const char *path, char *err, size_t err_size);
 
 /* Writes a commented template for the schema: every key with its help line, defaults and
  * required keys, with values from `values` (pairs "section.key", value, NULL-terminated) filled
- * in. Returns 0 or a negative errno. */
+ * in. header (may be NULL) becomes '#' comment lines at the top. Keys without a value are
+ * commented out, showing their default if any (a required one then fails to load as missing
+ * until it is set, in place or appended under its [section] header). Writes a
+ * temporary file renamed over path, mode 0644 (templates hold no secrets). Returns 0, UV_EINVAL
+ * when values name a key not in the schema or hold a value that cannot round-trip (empty,
+ * multi-line, blanks at either end), or a negative errno. */
 int cfg_write_template(const cfg_key_t *schema, const char *path, const char *header,
                        const char *const *values);
 

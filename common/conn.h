@@ -37,6 +37,8 @@ typedef struct conn_callbacks {
     /* The connection is closed: status 0 after conn_close(), else the error that ended it. The
      * conn is freed when this returns. */
     void (*on_close)(conn_t *c, int status);
+    /* Optional: a write completed, so pending output shrank (see conn_pending_output). */
+    void (*on_drain)(conn_t *c);
 } conn_callbacks_t;
 
 /* Accepts a pending connection on server and starts the server-side handshake. */
@@ -53,6 +55,18 @@ int conn_connect(uv_loop_t *loop, const char *host, uint16_t port, tls_ctx_t *tl
 /* Queues one message. Returns 0, or the error that failed the connection (ERR_OVERLOADED when
  * pending output would pass its cap). */
 int conn_send(conn_t *c, const wire_msg_t *msg);
+
+/* Queues one frame already encoded by wire_encode (header included): lets another thread do the
+ * encoding. Same returns as conn_send. */
+int conn_send_frame(conn_t *c, const void *frame, size_t len);
+
+/* Bytes encrypted and handed to the socket but not yet written. */
+size_t conn_pending_output(const conn_t *c);
+
+/* Stops delivering messages (and reading) until conn_resume_reading; the idle timer is stopped
+ * meanwhile, since the silence is ours. */
+void conn_pause_reading(conn_t *c);
+void conn_resume_reading(conn_t *c);
 
 /* Flushes what is queued, sends close_notify and closes; on_close gets 0. */
 void conn_close(conn_t *c);

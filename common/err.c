@@ -22,6 +22,20 @@ static const struct err_entry *err_lookup(int code)
     return &err_table[code - ERR_FIRST_ - 1];
 }
 
+/* libuv's uv_err_name()/uv_strerror() return a fresh malloc'd string for a code they do not
+ * know, which nobody frees: ask only about the codes libuv lists. */
+static int uv_knows(int code)
+{
+    switch (code) {
+#define UV_KNOWN_(name, msg) case UV_##name:
+        UV_ERRNO_MAP(UV_KNOWN_)
+#undef UV_KNOWN_
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 const char *err_name(int code)
 {
     const struct err_entry *e = err_lookup(code);
@@ -29,6 +43,8 @@ const char *err_name(int code)
         return e->name;
     if (code >= 0)
         return "OK";
+    if (!uv_knows(code))
+        return "EUNKNOWN";
     return uv_err_name(code);
 }
 
@@ -39,6 +55,8 @@ const char *err_str(int code)
         return e->msg;
     if (code >= 0)
         return "success";
+    if (!uv_knows(code))
+        return "unknown error";
     return uv_strerror(code);
 }
 

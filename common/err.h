@@ -37,6 +37,7 @@
     X(DB_PRIVILEGE, 32, "database user lacks a required privilege")                                \
     X(DB, 33, "database error")                                                                    \
     X(REFUSED, 40, "sync refused by the controller")                                               \
+    X(FIREWALL, 50, "firewall ruleset could not be checked or applied")                            \
     X(INTERNAL, 70, "internal error")
 
 enum {

@@ -35,6 +35,10 @@ void tls_ctx_free(tls_ctx_t *ctx);
 /* Our own certificate's fingerprint, in display form. */
 const char *tls_ctx_fingerprint(const tls_ctx_t *ctx);
 
+/* Returns 0 while our own certificate is within its validity dates, else ERR_CERT_EXPIRED or
+ * ERR_CERT_NOT_YET_VALID (the context still works; the peer will refuse us). */
+int tls_ctx_check_validity(const tls_ctx_t *ctx);
+
 /* Test hook: lets a client context offer only TLS 1.2 (to test the server's refusal). */
 void tls_ctx_force_tls12_for_tests(tls_ctx_t *ctx);
 
@@ -68,6 +72,9 @@ size_t tls_engine_pending_output(const tls_engine_t *e);
 
 /* Moves waiting ciphertext to the end of out. Returns 0 or UV_ENOMEM/UV_ENOBUFS. */
 int tls_engine_take_output(tls_engine_t *e, buf_t *out);
+
+/* Copies up to len waiting ciphertext bytes into dst and returns how many. */
+size_t tls_engine_output(tls_engine_t *e, void *dst, size_t len);
 
 bool tls_engine_handshake_done(const tls_engine_t *e);
 

@@ -31,6 +31,8 @@ const cfg_key_t controller_schema[] = {
     {"firewall", "primary", CFG_STRING, CFG_MULTI, NULL, "address or CIDR of the primary (agent port)"},
     {"firewall", "ssh_port", CFG_UINT, 0, "22", "SSH port to allow from admin addresses"},
     {"firewall", "webhook_port", CFG_UINT, 0, NULL, "port of the failover webhook, if any"},
+    {"firewall", "http_ports", CFG_STRING, 0, "80, 443", "web ports opened to Cloudflare's ranges, separated by commas"},
+    {"firewall", "cloudflare_ranges", CFG_PATH, 0, NULL, "file of Cloudflare's ranges, one CIDR per line (default: the list built in)"},
     {NULL, NULL, 0, 0, NULL, NULL},
 };
 

@@ -1,0 +1,49 @@
+-- The controller's own MariaDB account on the backup host.
+--
+-- Run as the database administrator on the backup:   mariadb < mysql-grants.sql
+-- (edit the names first if your site is not "blog").
+--
+-- What the controller needs: to load the primary's tables into a schema of its own, check
+-- them, and swap them in as the site's live database; so it creates, fills, renames and drops
+-- schemas and tables. It does not need any global privilege, and it gets none: its account is
+-- confined to the schemas whose names start with "understudy_", which holds
+--   * the site's live database, [database] name in controller.conf (here understudy_blog), and
+--   * the staging schemas the controller creates next to it (understudy_blog_...).
+-- A compromised controller (or primary feeding it) therefore cannot read or change any other
+-- database on this server, nor the mysql schema, nor grant anything to anyone.
+--
+-- In GRANT, '_' and '%' are wildcards in a database name: the backslash makes the '_' after
+-- "understudy" literal, and '%' matches the rest. Without it, `understudy_%` would also match
+-- e.g. "understudyX".
+
+-- Option 1 (recommended, [database] socket): MariaDB's unix_socket authentication. The server
+-- checks that the connecting process runs as the system user "understudy" (the systemd unit's
+-- User=); there is no password to store. Needs the unix_socket plugin, active by default since
+-- MariaDB 10.4.
+CREATE USER IF NOT EXISTS 'understudy'@'localhost' IDENTIFIED VIA unix_socket;
+
+-- Option 2 ([database] host, or a server without unix_socket): a password, kept in the file
+-- named by [database] password_file (mode 0600, owned by the understudy user). Use
+-- mysql_native_password: it is the one authentication plugin compiled into every build of the
+-- client, the statically linked agent's included.
+-- CREATE USER IF NOT EXISTS 'understudy'@'127.0.0.1'
+--     IDENTIFIED VIA mysql_native_password USING PASSWORD('change me');
+
+-- ALL PRIVILEGES at the database level: SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER,
+-- INDEX, CREATE VIEW, SHOW VIEW, TRIGGER, CREATE ROUTINE, ALTER ROUTINE, EXECUTE, EVENT, LOCK
+-- TABLES, REFERENCES, CREATE TEMPORARY TABLES, DELETE HISTORY; not GRANT OPTION.
+GRANT ALL PRIVILEGES ON `understudy\_%`.* TO 'understudy'@'localhost';
+-- GRANT ALL PRIVILEGES ON `understudy\_%`.* TO 'understudy'@'127.0.0.1';
+
+-- Not granted, on purpose:
+--   * SET USER (SUPER before MariaDB 10.5.2): views, triggers and stored routines whose DEFINER
+--     is another account cannot be recreated as they are. WordPress core defines none; a
+--     plugin that does fails the sync with a privilege error naming the object.
+--   * FILE, PROCESS, RELOAD, REPLICATION ...: the controller reads and writes data over the
+--     connection only.
+
+-- The WordPress site itself, served from this backup after a failover, keeps the account that
+-- its wp-config.php names, with rights on its live database only, e.g.
+--   GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP
+--       ON `understudy_blog`.* TO 'wordpress'@'localhost';
+-- (no wildcard there: the site has no business in the staging schemas).
