@@ -13,6 +13,7 @@ int agent_load_config(const char *path, cfg_t **ret_cfg);
 int cmd_init(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_cron(int argc, char **argv);
+int cmd_sync(int argc, char **argv);
 
 /* Drops this process to nice 19 and the idle I/O class, so a scheduled sync or check yields to
  * the web server; failures are only logged at debug level. Call once at the start of a command. */

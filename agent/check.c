@@ -22,7 +22,7 @@
 typedef struct check {
     cfg_t *cfg;
     conn_t *conn;
-    int result;        /* first error, 0 if none */
+    int result; /* first error, 0 if none */
     bool got_hello;
     char error[1024];
 } check_t;
@@ -93,8 +93,7 @@ static void check_on_message(conn_t *c, wire_msg_t *m)
         check_set_error(ck, code, "the controller refused: %s", m->u.error.text);
         conn_close(c);
     } else {
-        conn_fail(c, ERR_PROTOCOL, "the controller sent an unexpected %s",
-                  wire_type_name(m->type));
+        conn_fail(c, ERR_PROTOCOL, "the controller sent an unexpected %s", wire_type_name(m->type));
     }
     wire_msg_free(m);
 }
@@ -181,8 +180,7 @@ static int check_database(check_t *ck)
             check_set_error(ck, ERR_WPCONFIG, "cannot read %s: %s", wp_path, err_str(r));
         return r;
     }
-    printf("wp-config: %s (database %s, table prefix %s)\n", wp_path, wp.db_name,
-           wp.table_prefix);
+    printf("wp-config: %s (database %s, table prefix %s)\n", wp_path, wp.db_name, wp.table_prefix);
     r = agentdb_connect(&wp, &db, err, sizeof(err));
     if (r < 0) {
         check_set_error(ck, r, "%s", err);

@@ -24,9 +24,12 @@ static void init_usage(FILE *f)
 int cmd_init(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"dir", required_argument, NULL, 'd'},     {"force", no_argument, NULL, 'f'},
-        {"site-root", required_argument, NULL, 's'}, {"controller", required_argument, NULL, 'c'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"dir", required_argument, NULL, 'd'},
+        {"force", no_argument, NULL, 'f'},
+        {"site-root", required_argument, NULL, 's'},
+        {"controller", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *site_root = NULL, *controller = NULL;
     bool force = false;
@@ -77,9 +80,15 @@ int cmd_init(int argc, char **argv)
     if (access(id.conf, F_OK) == 0) {
         log_info("keeping existing %s", id.conf);
     } else {
-        const char *values[] = {"identity.key",       id.key,   "identity.cert", id.cert,
-                                "site.root",          root_abs, "controller.address",
-                                controller,           NULL};
+        const char *values[] = {"identity.key",
+                                id.key,
+                                "identity.cert",
+                                id.cert,
+                                "site.root",
+                                root_abs,
+                                "controller.address",
+                                controller,
+                                NULL};
         if (!controller)
             values[6] = NULL;
         r = cfg_write_template(agent_schema, id.conf,

@@ -15,6 +15,7 @@ struct cmd {
 
 static const struct cmd commands[] = {
     {"init", cmd_init, "create this host's key, certificate and a config template"},
+    {"sync", cmd_sync, "send what changed to the controller (run from cron)"},
     {"check", cmd_check, "connect to the controller and the database and report"},
     {"cron", cmd_cron, "print the crontab line that runs the agent"},
     {NULL, NULL, NULL},

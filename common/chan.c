@@ -252,6 +252,14 @@ int chan_new(uv_loop_t *loop, size_t max_in, size_t max_out, size_t max_frame, c
     return 0;
 }
 
+void chan_shutdown(chan_t *ch)
+{
+    if (ch->conn)
+        conn_close(ch->conn);
+    else
+        chan_cancel(ch, ERR_PEER_CLOSED);
+}
+
 void chan_cancel(chan_t *ch, int status)
 {
     pthread_mutex_lock(&ch->mu);
@@ -328,8 +336,7 @@ int chan_send(chan_t *ch, const wire_msg_t *msg)
     buf_free(&frame);
 
     pthread_mutex_lock(&ch->mu);
-    while (!ch->conn_closed && ch->out_head &&
-           ch->out_bytes + ch->socket_pending > ch->max_out)
+    while (!ch->conn_closed && ch->out_head && ch->out_bytes + ch->socket_pending > ch->max_out)
         pthread_cond_wait(&ch->cond, &ch->mu);
     if (ch->conn_closed) {
         r = ch->conn_status < 0 ? ch->conn_status : ERR_PEER_CLOSED;
@@ -346,6 +353,22 @@ int chan_send(chan_t *ch, const wire_msg_t *msg)
     pthread_mutex_unlock(&ch->mu);
     chan_wake_loop(ch);
     return 0;
+}
+
+static int io_send(void *ctx, const wire_msg_t *msg)
+{
+    return chan_send(ctx, msg);
+}
+
+static int io_recv(void *ctx, wire_msg_t **ret_msg, uint64_t timeout_ms)
+{
+    return chan_recv(ctx, ret_msg, timeout_ms);
+}
+
+msgio_t chan_io(chan_t *ch)
+{
+    msgio_t io = {io_send, io_recv, ch};
+    return io;
 }
 
 void chan_fail(chan_t *ch, int err, const char *fmt, ...)

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "msgio.h"
 
 typedef struct chan chan_t;
 
@@ -37,6 +38,10 @@ int chan_new(uv_loop_t *loop, size_t max_in, size_t max_out, size_t max_frame, c
  * failed); on_done runs with status from the loop. */
 void chan_cancel(chan_t *ch, int status);
 
+/* Loop thread: closes the connection cleanly (server shutdown); the worker's next chan call
+ * returns an error and it winds down. */
+void chan_shutdown(chan_t *ch);
+
 /* The callbacks to give conn_accept/conn_connect, with the chan as their data. */
 const conn_callbacks_t *chan_conn_callbacks(void);
 
@@ -48,6 +53,9 @@ int chan_recv(chan_t *ch, wire_msg_t **ret_msg, uint64_t timeout_ms);
 /* Worker thread: queues a message. Blocks while more than max_out bytes wait. Returns 0, or the
  * error that closed the connection. */
 int chan_send(chan_t *ch, const wire_msg_t *msg);
+
+/* The chan as a msgio_t (chan_send / chan_recv). */
+msgio_t chan_io(chan_t *ch);
 
 /* Worker thread: ends the connection with an error after flushing what is queued (so an Error
  * or Result message sent just before still reaches the peer). The first call wins. */

@@ -15,7 +15,7 @@
 
 #include "err.h"
 
-#define CONN_READ_SIZE 65536
+#define CONN_READ_SIZE         65536
 #define CONN_SHUTDOWN_GRACE_MS 2000
 
 enum conn_state {
@@ -519,8 +519,7 @@ int conn_send(conn_t *c, const wire_msg_t *msg)
         r = tls_engine_write(c->tls, buf_data(&c->out), c->out.len);
     buf_reset(&c->out);
     if (r < 0) {
-        conn_fail(c, r, "cannot send %s to %s: %s", wire_type_name(msg->type), c->peer,
-                  err_str(r));
+        conn_fail(c, r, "cannot send %s to %s: %s", wire_type_name(msg->type), c->peer, err_str(r));
         return r;
     }
     conn_flush(c);

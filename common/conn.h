@@ -27,7 +27,9 @@ typedef struct conn_limits {
 } conn_limits_t;
 
 #define CONN_LIMITS_DEFAULT                                                                        \
-    {WIRE_MAX_FRAME_DEFAULT, 64u * 1024 * 1024, 10000, 10000, 300000}
+    {                                                                                              \
+        WIRE_MAX_FRAME_DEFAULT, 64u * 1024 * 1024, 10000, 10000, 300000                            \
+    }
 
 typedef struct conn_callbacks {
     /* The handshake completed and the peer's fingerprint is pinned. */

@@ -45,9 +45,9 @@ struct tls_engine {
     BIO *rbio; /* network -> OpenSSL */
     BIO *wbio; /* OpenSSL -> network */
     bool handshake_done;
-    bool seen_input;      /* the peer sent at least one byte */
-    bool seen_tls;        /* ... and its first byte looked like a TLS record */
-    int verify_err;       /* ERR_* decided by the verify callback, 0 if none */
+    bool seen_input; /* the peer sent at least one byte */
+    bool seen_tls;   /* ... and its first byte looked like a TLS record */
+    int verify_err;  /* ERR_* decided by the verify callback, 0 if none */
     char peer_fp[TLS_FP_LEN];
     char error[512];
 };
@@ -209,19 +209,18 @@ static int load_identity(SSL_CTX *ssl_ctx, const char *key_path, const char *cer
         return r;
     }
     if (SSL_CTX_use_certificate_file(ssl_ctx, cert_path, SSL_FILETYPE_PEM) != 1) {
-        *ret_error = dup_error("cannot load certificate %s: %s", cert_path,
-                               openssl_error(why, sizeof(why)));
+        *ret_error =
+            dup_error("cannot load certificate %s: %s", cert_path, openssl_error(why, sizeof(why)));
         return ERR_CONFIG;
     }
     if (SSL_CTX_use_PrivateKey_file(ssl_ctx, key_path, SSL_FILETYPE_PEM) != 1) {
-        *ret_error = dup_error("cannot load private key %s: %s", key_path,
-                               openssl_error(why, sizeof(why)));
+        *ret_error =
+            dup_error("cannot load private key %s: %s", key_path, openssl_error(why, sizeof(why)));
         return ERR_CONFIG;
     }
     if (SSL_CTX_check_private_key(ssl_ctx) != 1) {
         ERR_clear_error();
-        *ret_error = dup_error("private key %s does not match certificate %s", key_path,
-                               cert_path);
+        *ret_error = dup_error("private key %s does not match certificate %s", key_path, cert_path);
         return ERR_CONFIG;
     }
     X509 *own = SSL_CTX_get0_certificate(ssl_ctx);
@@ -260,12 +259,11 @@ int tls_ctx_new(bool is_server, const char *key_path, const char *cert_path,
 
     SSL_CTX_set_min_proto_version(ctx->ssl_ctx, TLS1_3_VERSION);
     SSL_CTX_set_max_proto_version(ctx->ssl_ctx, TLS1_3_VERSION);
-    SSL_CTX_set_options(ctx->ssl_ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
-                                          SSL_OP_NO_TICKET);
+    SSL_CTX_set_options(ctx->ssl_ctx,
+                        SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(ctx->ssl_ctx, 0);
     SSL_CTX_set_session_cache_mode(ctx->ssl_ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
-                       on_verify);
+    SSL_CTX_set_verify(ctx->ssl_ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, on_verify);
     r = load_identity(ctx->ssl_ctx, key_path, cert_path, ctx->fingerprint, error);
     if (r < 0)
         goto fail;
@@ -627,8 +625,8 @@ static int write_pem(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert)
         unlink(tmp);
         return r;
     }
-    int ok = key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)
-                 : PEM_write_X509(f, cert);
+    int ok =
+        key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) : PEM_write_X509(f, cert);
     if (fflush(f) != 0 || fsync(fileno(f)) != 0)
         ok = 0;
     if (fclose(f) != 0)
@@ -695,8 +693,8 @@ int tls_identity_create(const char *key_path, const char *cert_path, const char 
     if (key)
         cert = make_cert(key, common_name, not_before_days, days);
     if (!key || !cert) {
-        *error = dup_error("cannot create a key and certificate: %s",
-                           openssl_error(why, sizeof(why)));
+        *error =
+            dup_error("cannot create a key and certificate: %s", openssl_error(why, sizeof(why)));
         r = ERR_TLS;
         goto out;
     }

@@ -37,6 +37,9 @@ _Static_assert((int)WIRE_ROW_BATCH == (int)UNDERSTUDY__FRAME__BODY_ROW_BATCH, "b
 _Static_assert((int)WIRE_TABLE_END == (int)UNDERSTUDY__FRAME__BODY_TABLE_END, "body case");
 _Static_assert((int)WIRE_COMMIT == (int)UNDERSTUDY__FRAME__BODY_COMMIT, "body case");
 _Static_assert((int)WIRE_RESULT == (int)UNDERSTUDY__FRAME__BODY_RESULT, "body case");
+_Static_assert((int)WIRE_SYNC_READY == (int)UNDERSTUDY__FRAME__BODY_SYNC_READY, "body case");
+_Static_assert((int)WIRE_FILES_NEED_END == (int)UNDERSTUDY__FRAME__BODY_FILES_NEED_END,
+               "body case");
 _Static_assert((int)WIRE_ROLE_CONTROLLER == (int)UNDERSTUDY__ROLE__ROLE_CONTROLLER, "role");
 _Static_assert((int)WIRE_FILE_SYMLINK == (int)UNDERSTUDY__FILE_KIND__FILE_SYMLINK, "file kind");
 _Static_assert((int)WIRE_TRANSFER_NONE == (int)UNDERSTUDY__TRANSFER__TRANSFER_NONE, "transfer");
@@ -254,6 +257,10 @@ static int check_msg(const wire_msg_t *m, bool encoding)
     }
     case WIRE_FILES_END:
         return bytes_ok(m->u.files_end.tree_digest) ? 0 : UV_EINVAL;
+    case WIRE_SYNC_READY:
+        return bytes_ok(m->u.sync_ready.live_tree_digest) ? 0 : UV_EINVAL;
+    case WIRE_FILES_NEED_END:
+        return 0;
     case WIRE_DB_BEGIN:
         return check_db_begin(&m->u.db_begin);
     case WIRE_DB_NEED: {
@@ -291,6 +298,8 @@ typedef union pb_body {
     Understudy__FileData file_data;
     Understudy__FileDelta file_delta;
     Understudy__FilesEnd files_end;
+    Understudy__SyncReady sync_ready;
+    Understudy__FilesNeedEnd files_need_end;
     Understudy__DbBegin db_begin;
     Understudy__DbNeed db_need;
     Understudy__TableDef table_def;
@@ -547,6 +556,25 @@ static void build_frame(const wire_msg_t *m, Understudy__Frame *f, pb_body_t *bo
         p->file_count = fe->file_count;
         p->total_bytes = fe->total_bytes;
         f->files_end = p;
+        break;
+    }
+    case WIRE_SYNC_READY: {
+        const wire_sync_ready_t *sr = &m->u.sync_ready;
+        Understudy__SyncReady *p = &body->sync_ready;
+        understudy__sync_ready__init(p);
+        p->live_generation = sr->live_generation;
+        p->full_listing = sr->full_listing;
+        p->live_tree_digest = pb_bytes(sr->live_tree_digest);
+        f->sync_ready = p;
+        break;
+    }
+    case WIRE_FILES_NEED_END: {
+        const wire_files_need_end_t *ne = &m->u.files_need_end;
+        Understudy__FilesNeedEnd *p = &body->files_need_end;
+        understudy__files_need_end__init(p);
+        p->need_count = ne->need_count;
+        p->need_bytes = ne->need_bytes;
+        f->files_need_end = p;
         break;
     }
     case WIRE_DB_BEGIN:
@@ -862,6 +890,20 @@ static void mirror_frame(const Understudy__Frame *f, wire_msg_t *m, block_t *b)
         fe->total_bytes = p->total_bytes;
         break;
     }
+    case UNDERSTUDY__FRAME__BODY_SYNC_READY: {
+        const Understudy__SyncReady *p = f->sync_ready;
+        wire_sync_ready_t *sr = &m->u.sync_ready;
+        sr->live_generation = p->live_generation;
+        sr->full_listing = p->full_listing != 0;
+        sr->live_tree_digest = mirror_bytes(p->live_tree_digest);
+        break;
+    }
+    case UNDERSTUDY__FRAME__BODY_FILES_NEED_END: {
+        const Understudy__FilesNeedEnd *p = f->files_need_end;
+        m->u.files_need_end.need_count = p->need_count;
+        m->u.files_need_end.need_bytes = p->need_bytes;
+        break;
+    }
     case UNDERSTUDY__FRAME__BODY_DB_BEGIN:
         mirror_db_begin(f->db_begin, &m->u.db_begin, b);
         break;
@@ -1061,6 +1103,8 @@ const char *wire_type_name(wire_type_t type)
         [WIRE_FILE_DATA] = "FileData",
         [WIRE_FILE_DELTA] = "FileDelta",
         [WIRE_FILES_END] = "FilesEnd",
+        [WIRE_SYNC_READY] = "SyncReady",
+        [WIRE_FILES_NEED_END] = "FilesNeedEnd",
         [WIRE_DB_BEGIN] = "DbBegin",
         [WIRE_DB_NEED] = "DbNeed",
         [WIRE_TABLE_DEF] = "TableDef",

@@ -50,6 +50,8 @@ typedef enum wire_type {
     WIRE_TABLE_END,
     WIRE_COMMIT,
     WIRE_RESULT,
+    WIRE_SYNC_READY,
+    WIRE_FILES_NEED_END,
 } wire_type_t;
 
 /* The enums below carry the proto's numeric values. A decoded message only ever holds one of the
@@ -159,6 +161,17 @@ typedef struct wire_file_delta {
     wire_bytes_t delta; /* a piece of the delta stream */
     bool last;
 } wire_file_delta_t;
+
+typedef struct wire_sync_ready {
+    uint64_t live_generation;
+    bool full_listing;
+    wire_bytes_t live_tree_digest;
+} wire_sync_ready_t;
+
+typedef struct wire_files_need_end {
+    uint64_t need_count;
+    uint64_t need_bytes;
+} wire_files_need_end_t;
 
 typedef struct wire_files_end {
     wire_bytes_t tree_digest;
@@ -289,6 +302,8 @@ typedef struct wire_msg {
         wire_file_data_t file_data;
         wire_file_delta_t file_delta;
         wire_files_end_t files_end;
+        wire_sync_ready_t sync_ready;
+        wire_files_need_end_t files_need_end;
         wire_db_begin_t db_begin;
         wire_db_need_t db_need;
         wire_table_def_t table_def;

@@ -23,8 +23,10 @@ static void init_usage(FILE *f)
 int cmd_init(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"dir", required_argument, NULL, 'd'},    {"force", no_argument, NULL, 'f'},
-        {"listen", required_argument, NULL, 'l'}, {"help", no_argument, NULL, 'h'},
+        {"dir", required_argument, NULL, 'd'},
+        {"force", no_argument, NULL, 'f'},
+        {"listen", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *dir = NULL, *listen = "127.0.0.1:0";
@@ -69,9 +71,17 @@ int cmd_init(int argc, char **argv)
     if (access(id.conf, F_OK) == 0) {
         log_info("keeping existing %s", id.conf);
     } else {
-        const char *values[] = {"listen.address", listen,  "identity.key", id.key,
-                                "identity.cert",  id.cert, "site.docroot", docroot,
-                                "site.data",      data,    NULL};
+        const char *values[] = {"listen.address",
+                                listen,
+                                "identity.key",
+                                id.key,
+                                "identity.cert",
+                                id.cert,
+                                "site.docroot",
+                                docroot,
+                                "site.data",
+                                data,
+                                NULL};
         r = cfg_write_template(controller_schema, id.conf,
                                "understudy-controller configuration (see understudy.conf(5)).\n"
                                "Paste each agent's fingerprint under [agent].",

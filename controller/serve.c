@@ -12,23 +12,25 @@
 #include <uv.h>
 
 #include "config.h"
+#include "chan.h"
 #include "conn.h"
 #include "controller.h"
 #include "err.h"
 #include "log.h"
+#include "sync.h"
 #include "version.h"
 
-enum session_state {
-    SESSION_AWAIT_HELLO,
-    SESSION_READY,
-};
+/* Per connection: received messages waiting for the worker, and output waiting for the peer. */
+#define SESSION_MAX_IN  (32u * 1024 * 1024)
+#define SESSION_MAX_OUT (8u * 1024 * 1024)
 
 typedef struct server server_t;
 
+/* One connection: its chan, and the worker that runs Hello and then syncs. */
 typedef struct session {
     server_t *server;
-    conn_t *conn;
-    enum session_state state;
+    chan_t *chan;
+    bool greeted;
     struct session *prev, *next;
 } session_t;
 
@@ -38,6 +40,7 @@ struct server {
     uv_signal_t sigterm, sigint;
     cfg_t *cfg;
     tls_ctx_t *tls;
+    syncer_t *syncer;
     conn_limits_t limits;
     const char *site_id;
     uint64_t max_connections;
@@ -46,9 +49,99 @@ struct server {
     bool stopping;
 };
 
-static void session_unlink(session_t *s)
+/* Worker: answers the agent's Hello, or says why not with an Error. Returns 0 when greeted. */
+static int session_hello(session_t *s, const msgio_t *io)
 {
+    chan_t *ch = s->chan;
+    wire_msg_t *m = NULL;
+    char text[512];
+    int code = 0;
+    int r = msgio_recv(io, &m, s->server->limits.handshake_timeout_ms);
+
+    if (r < 0)
+        return r;
+    const wire_hello_t *h = &m->u.hello;
+    if (m->type != WIRE_HELLO) {
+        snprintf(text, sizeof(text), "sent %s before Hello", wire_type_name(m->type));
+        code = ERR_PROTOCOL;
+    } else if (h->role != WIRE_ROLE_AGENT) {
+        snprintf(text, sizeof(text), "the controller only accepts agents");
+        code = ERR_PROTOCOL;
+    } else if (h->protocol_version != proto_version()) {
+        snprintf(text, sizeof(text),
+                 "protocol version mismatch: agent %.40s speaks protocol %u, controller %s "
+                 "speaks %u; install the same understudy release on both hosts",
+                 h->program_version, h->protocol_version, UNDERSTUDY_VERSION, proto_version());
+        code = ERR_PROTO_VERSION;
+    } else if (strcmp(h->site_id, s->server->site_id) != 0) {
+        snprintf(text, sizeof(text),
+                 "site mismatch: the agent syncs site \"%.100s\", this controller keeps "
+                 "\"%.100s\" ([site] id in both configs)",
+                 h->site_id, s->server->site_id);
+        code = ERR_CONFIG;
+    }
+    if (code < 0) {
+        wire_msg_t e = {.type = WIRE_ERROR};
+        e.u.error.code = (uint32_t)err_exit_code(code);
+        e.u.error.text = text;
+        log_error("%s: %s", chan_peer_name(ch), text);
+        msgio_send(io, &e);
+        wire_msg_free(m);
+        chan_fail(ch, code, "%s", text);
+        return code;
+    }
+    log_info("%s: agent %s (understudy %s) connected for site \"%s\"", chan_peer_name(ch),
+             chan_peer_fingerprint(ch), h->program_version, h->site_id);
+    wire_msg_free(m);
+
+    wire_msg_t reply = {.type = WIRE_HELLO};
+    reply.u.hello.magic = WIRE_MAGIC;
+    reply.u.hello.protocol_version = proto_version();
+    reply.u.hello.program_version = UNDERSTUDY_VERSION;
+    reply.u.hello.site_id = s->server->site_id;
+    reply.u.hello.role = WIRE_ROLE_CONTROLLER;
+    return msgio_send(io, &reply);
+}
+
+/* Worker thread of one connection. */
+static void session_worker(chan_t *ch, void *arg)
+{
+    session_t *s = arg;
+    msgio_t io = chan_io(ch);
+    wire_msg_t *m;
+    int r;
+
+    if (session_hello(s, &io) < 0)
+        return;
+    s->greeted = true;
+    /* Syncs until the agent hangs up. */
+    while ((r = msgio_recv(&io, &m, s->server->limits.idle_timeout_ms)) == 1) {
+        if (m->type != WIRE_SYNC_BEGIN) {
+            chan_fail(ch, ERR_PROTOCOL, "%s sent an unexpected %s", chan_peer_name(ch),
+                      wire_type_name(m->type));
+            wire_msg_free(m);
+            return;
+        }
+        r = syncer_run(s->server->syncer, &io, &m->u.sync_begin, chan_peer_name(ch));
+        wire_msg_free(m);
+        if (r < 0)
+            return;
+    }
+    if (r == UV_ETIMEDOUT)
+        chan_fail(ch, ERR_IDLE_TIMEOUT, "%s sent nothing for %llu ms", chan_peer_name(ch),
+                  (unsigned long long)s->server->limits.idle_timeout_ms);
+}
+
+/* Loop thread: the connection and its worker are both finished. */
+static void on_session_done(chan_t *ch, int status, void *arg)
+{
+    session_t *s = arg;
     server_t *srv = s->server;
+
+    if (status == ERR_PEER_CLOSED && s->greeted)
+        log_info("%s: agent disconnected", chan_peer_name(ch)[0] ? chan_peer_name(ch) : "peer");
+    else if (status < 0 && status != ERR_PEER_CLOSED)
+        log_error("%s (%s)", chan_last_error(ch), err_name(status));
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -56,109 +149,8 @@ static void session_unlink(session_t *s)
     if (s->next)
         s->next->prev = s->prev;
     srv->n_sessions--;
-}
-
-static void session_send_error(session_t *s, int code, const char *text)
-{
-    wire_msg_t m = {.type = WIRE_ERROR};
-    m.u.error.code = (uint32_t)err_exit_code(code);
-    m.u.error.text = text;
-    if (conn_send(s->conn, &m) == 0)
-        conn_close(s->conn);
-}
-
-static void session_on_hello(session_t *s, const wire_hello_t *h)
-{
-    char text[512];
-    const char *fp = tls_engine_peer_fingerprint(conn_tls(s->conn));
-
-    if (h->role != WIRE_ROLE_AGENT) {
-        log_error("%s: peer %s did not introduce itself as an agent", conn_peer_name(s->conn),
-                  fp);
-        session_send_error(s, ERR_PROTOCOL, "the controller only accepts agents");
-        return;
-    }
-    if (h->protocol_version != proto_version()) {
-        snprintf(text, sizeof(text),
-                 "protocol version mismatch: agent %s speaks protocol %u, controller %s speaks "
-                 "%u; install the same understudy release on both hosts",
-                 h->program_version, h->protocol_version, UNDERSTUDY_VERSION, proto_version());
-        log_error("%s: %s", conn_peer_name(s->conn), text);
-        session_send_error(s, ERR_PROTO_VERSION, text);
-        return;
-    }
-    if (strcmp(h->site_id, s->server->site_id) != 0) {
-        snprintf(text, sizeof(text),
-                 "site mismatch: the agent syncs site \"%.100s\", this controller keeps \"%.100s\" "
-                 "([site] id in both configs)",
-                 h->site_id, s->server->site_id);
-        log_error("%s: %s", conn_peer_name(s->conn), text);
-        session_send_error(s, ERR_CONFIG, text);
-        return;
-    }
-    wire_msg_t reply = {.type = WIRE_HELLO};
-    reply.u.hello.magic = WIRE_MAGIC;
-    reply.u.hello.protocol_version = proto_version();
-    reply.u.hello.program_version = UNDERSTUDY_VERSION;
-    reply.u.hello.site_id = s->server->site_id;
-    reply.u.hello.role = WIRE_ROLE_CONTROLLER;
-    if (conn_send(s->conn, &reply) < 0)
-        return;
-    s->state = SESSION_READY;
-    log_info("%s: agent %s (understudy %s) connected for site \"%s\"", conn_peer_name(s->conn),
-             fp, h->program_version, h->site_id);
-}
-
-static void session_on_message(session_t *s, const wire_msg_t *m)
-{
-    if (s->state == SESSION_AWAIT_HELLO) {
-        if (m->type != WIRE_HELLO) {
-            conn_fail(s->conn, ERR_PROTOCOL, "%s sent %s before Hello", conn_peer_name(s->conn),
-                      wire_type_name(m->type));
-            return;
-        }
-        session_on_hello(s, &m->u.hello);
-        return;
-    }
-    switch (m->type) {
-    case WIRE_SYNC_BEGIN: {
-        wire_msg_t r = {.type = WIRE_RESULT};
-        r.u.result.status = WIRE_STATUS_FAILED;
-        r.u.result.reason_code = (uint32_t)err_exit_code(ERR_INTERNAL);
-        r.u.result.reason = "this controller does not implement sync yet";
-        conn_send(s->conn, &r);
-        break;
-    }
-    default:
-        conn_fail(s->conn, ERR_PROTOCOL, "%s sent an unexpected %s", conn_peer_name(s->conn),
-                  wire_type_name(m->type));
-        break;
-    }
-}
-
-static void on_session_message(conn_t *c, wire_msg_t *msg)
-{
-    session_on_message(conn_data(c), msg);
-    wire_msg_free(msg);
-}
-
-static void on_session_close(conn_t *c, int status)
-{
-    session_t *s = conn_data(c);
-
-    if (status == ERR_PEER_CLOSED && s->state == SESSION_READY)
-        log_info("%s: agent disconnected", conn_peer_name(c));
-    else if (status < 0)
-        log_error("%s: %s (%s)", conn_peer_name(c), conn_last_error(c), err_name(status));
-    session_unlink(s);
     free(s);
 }
-
-static const conn_callbacks_t session_callbacks = {
-    .on_ready = NULL,
-    .on_message = on_session_message,
-    .on_close = on_session_close,
-};
 
 static void server_accept(server_t *srv)
 {
@@ -170,22 +162,30 @@ static void server_accept(server_t *srv)
         return;
     }
     s->server = srv;
-    r = conn_accept((uv_stream_t *)&srv->listener, srv->tls, &srv->limits, &session_callbacks, s,
-                    &s->conn);
+    r = chan_new(srv->loop, SESSION_MAX_IN, SESSION_MAX_OUT, srv->limits.max_frame, session_worker,
+                 on_session_done, s, &s->chan);
     if (r < 0) {
         log_error("cannot accept a connection: %s", err_str(r));
         free(s);
         return;
     }
+    conn_t *conn;
+    r = conn_accept((uv_stream_t *)&srv->listener, srv->tls, &srv->limits, chan_conn_callbacks(),
+                    s->chan, &conn);
     s->next = srv->sessions;
     if (srv->sessions)
         srv->sessions->prev = s;
     srv->sessions = s;
     srv->n_sessions++;
+    if (r < 0) {
+        log_error("cannot accept a connection: %s", err_str(r));
+        chan_cancel(s->chan, r);
+        return;
+    }
     if (srv->n_sessions > srv->max_connections)
-        conn_fail(s->conn, ERR_OVERLOADED,
+        conn_fail(conn, ERR_OVERLOADED,
                   "%s: refused: already %llu connections ([listen] max_connections)",
-                  conn_peer_name(s->conn), (unsigned long long)srv->max_connections);
+                  conn_peer_name(conn), (unsigned long long)srv->max_connections);
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -208,7 +208,7 @@ static void server_stop(server_t *srv)
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
     uv_close((uv_handle_t *)&srv->sigint, NULL);
     for (session_t *s = srv->sessions; s; s = s->next)
-        conn_close(s->conn);
+        chan_shutdown(s->chan);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -260,6 +260,7 @@ static int server_init(server_t *srv, const char *config_path)
     const char *const *pins;
     size_t n_pins;
     char *error = NULL;
+    char errbuf[1024];
     int r;
 
     r = controller_load_config(config_path, &srv->cfg);
@@ -278,8 +279,13 @@ static int server_init(server_t *srv, const char *config_path)
                  "('understudy-controller init --force', then update the agents' fingerprint)",
                  cfg_get(srv->cfg, "identity", "cert"),
                  tls_ctx_check_validity(srv->tls) == ERR_CERT_EXPIRED ? "has expired"
-                                                                       : "is not yet valid");
+                                                                      : "is not yet valid");
     srv->site_id = cfg_get(srv->cfg, "site", "id");
+    r = syncer_open(srv->cfg, &srv->syncer, errbuf, sizeof(errbuf));
+    if (r < 0) {
+        log_error("%s", errbuf);
+        return r;
+    }
     srv->max_connections = cfg_get_uint(srv->cfg, "listen", "max_connections", 16);
     srv->limits = (conn_limits_t)CONN_LIMITS_DEFAULT;
     srv->limits.max_frame = cfg_get_size(srv->cfg, "listen", "max_frame", WIRE_MAX_FRAME_DEFAULT);
@@ -344,6 +350,7 @@ int cmd_serve(int argc, char **argv)
     uv_run(srv.loop, UV_RUN_DEFAULT); /* let closing handles finish */
     if (uv_loop_close(srv.loop) != 0)
         log_warn("event loop closed with handles still open");
+    syncer_close(srv.syncer);
     tls_ctx_free(srv.tls);
     cfg_free(srv.cfg);
     return err_exit_code(r);

@@ -8,6 +8,7 @@
 #   on_exit CMD           run CMD (eval'd) when the script exits, last registered first; also on
 #                         SIGINT/SIGTERM/SIGHUP, which end the script with status 130/143/129
 #   die MSG...            print "<name>: error: MSG" on stderr, exit 1
+#   skip WHY...           print "skipped: WHY", exit 77 (meson counts the test as skipped)
 #   pass NAME / fail NAME [WHY...]
 #                         print "PASS: NAME" / "FAIL: NAME: WHY"; after any fail the script exits
 #                         non-zero even if it reaches its end normally
@@ -90,6 +91,11 @@ on_exit() {
 die() {
     printf '%s: error: %s\n' "$TEST_NAME" "$*" >&2
     exit 1
+}
+
+skip() {
+    printf 'skipped: %s\n' "$*"
+    exit 77
 }
 
 pass() {

@@ -143,8 +143,7 @@ static void fixture_init(fixture_t *f, const char *server_pin, const char *clien
     uv_tcp_getsockname(&f->listener, (struct sockaddr *)&ss, &len);
     uint16_t port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     assert_int_equal(
-        conn_connect(&f->loop, "127.0.0.1", port, f->cctx, &f->limits, &cli_cb, f, &f->client),
-        0);
+        conn_connect(&f->loop, "127.0.0.1", port, f->cctx, &f->limits, &cli_cb, f, &f->client), 0);
 }
 
 static void fixture_run_and_close(fixture_t *f)
@@ -237,7 +236,7 @@ static void test_unreachable(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exchange),      cmocka_unit_test(test_large_frame),
+        cmocka_unit_test(test_exchange),         cmocka_unit_test(test_large_frame),
         cmocka_unit_test(test_frame_over_limit), cmocka_unit_test(test_untrusted),
         cmocka_unit_test(test_unreachable),
     };

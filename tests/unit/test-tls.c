@@ -27,8 +27,8 @@ static void make_ident(ident_t *id, const char *name, int not_before_days, int d
     char *error = NULL;
     snprintf(id->key, sizeof(id->key), "%s/%s.key", tmpdir, name);
     snprintf(id->cert, sizeof(id->cert), "%s/%s.crt", tmpdir, name);
-    int r = tls_identity_create(id->key, id->cert, name, not_before_days, days, false, id->fp,
-                                &error);
+    int r =
+        tls_identity_create(id->key, id->cert, name, not_before_days, days, false, id->fp, &error);
     if (r < 0)
         fprintf(stderr, "identity %s: %s\n", name, error);
     assert_int_equal(r, 0);
@@ -60,8 +60,8 @@ typedef struct pair {
     buf_t splain, cplain;
 } pair_t;
 
-static void pair_init(pair_t *p, const ident_t *server, const char *server_pin, const ident_t *client,
-                      const char *client_pin)
+static void pair_init(pair_t *p, const ident_t *server, const char *server_pin,
+                      const ident_t *client, const char *client_pin)
 {
     memset(p, 0, sizeof(*p));
     assert_int_equal(tls_ctx_new(true, server->key, server->cert, &server_pin, 1, &p->sctx, NULL),
@@ -107,8 +107,8 @@ static void pair_run(pair_t *p)
         if (p->sr >= 0)
             p->sr = tls_engine_read(p->s, &p->splain);
         moved += pump(p->s, p->c);
-        if (!moved && (p->sr < 0 || p->cr < 0 || (tls_engine_handshake_done(p->s) &&
-                                                   tls_engine_handshake_done(p->c))))
+        if (!moved && (p->sr < 0 || p->cr < 0 ||
+                       (tls_engine_handshake_done(p->s) && tls_engine_handshake_done(p->c))))
             break;
     }
 }
@@ -266,9 +266,9 @@ static void test_identity_files(void **state)
     assert_int_equal(stat(id_server.key, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
     /* An existing key is kept unless forced. */
-    assert_int_equal(tls_identity_create(id_server.key, id_server.cert, "x", 1, 10, false, fp,
-                                         &error),
-                     ERR_EXISTS);
+    assert_int_equal(
+        tls_identity_create(id_server.key, id_server.cert, "x", 1, 10, false, fp, &error),
+        ERR_EXISTS);
     assert_non_null(error);
     free(error);
     /* A key readable by others is refused. */
@@ -309,16 +309,11 @@ static void test_several_pins(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_handshake_and_data),
-        cmocka_unit_test(test_client_not_trusted),
-        cmocka_unit_test(test_server_not_trusted),
-        cmocka_unit_test(test_expired_server),
-        cmocka_unit_test(test_future_client),
-        cmocka_unit_test(test_tls12_client_refused),
-        cmocka_unit_test(test_garbage_to_server),
-        cmocka_unit_test(test_garbage_to_client),
-        cmocka_unit_test(test_fingerprint_parse),
-        cmocka_unit_test(test_identity_files),
+        cmocka_unit_test(test_handshake_and_data), cmocka_unit_test(test_client_not_trusted),
+        cmocka_unit_test(test_server_not_trusted), cmocka_unit_test(test_expired_server),
+        cmocka_unit_test(test_future_client),      cmocka_unit_test(test_tls12_client_refused),
+        cmocka_unit_test(test_garbage_to_server),  cmocka_unit_test(test_garbage_to_client),
+        cmocka_unit_test(test_fingerprint_parse),  cmocka_unit_test(test_identity_files),
         cmocka_unit_test(test_several_pins),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);

@@ -189,6 +189,15 @@ static void assert_msg_equal(const wire_msg_t *a, const wire_msg_t *b)
         assert_int_equal(a->u.files_end.file_count, b->u.files_end.file_count);
         assert_int_equal(a->u.files_end.total_bytes, b->u.files_end.total_bytes);
         break;
+    case WIRE_SYNC_READY:
+        assert_int_equal(a->u.sync_ready.live_generation, b->u.sync_ready.live_generation);
+        assert_int_equal(a->u.sync_ready.full_listing, b->u.sync_ready.full_listing);
+        assert_bytes(a->u.sync_ready.live_tree_digest, b->u.sync_ready.live_tree_digest);
+        break;
+    case WIRE_FILES_NEED_END:
+        assert_int_equal(a->u.files_need_end.need_count, b->u.files_need_end.need_count);
+        assert_int_equal(a->u.files_need_end.need_bytes, b->u.files_need_end.need_bytes);
+        break;
     case WIRE_DB_BEGIN:
         assert_db_begin_equal(&a->u.db_begin, &b->u.db_begin);
         break;
@@ -342,6 +351,10 @@ static size_t samples(wire_msg_t *m)
     m[n++].u.file_delta = (wire_file_delta_t){BYTES("f"), {nul_bytes, 5}, true};
     m[n].type = WIRE_FILES_END;
     m[n++].u.files_end = (wire_files_end_t){{nul_bytes, 5}, UINT64_MAX, UINT64_MAX};
+    m[n].type = WIRE_SYNC_READY;
+    m[n++].u.sync_ready = (wire_sync_ready_t){UINT64_MAX, true, {nul_bytes, 5}};
+    m[n].type = WIRE_FILES_NEED_END;
+    m[n++].u.files_need_end = (wire_files_need_end_t){0, UINT64_MAX};
     m[n].type = WIRE_DB_BEGIN;
     m[n++].u.db_begin = (wire_db_begin_t){"utf8mb4", "wp_", summaries, 3, non_tx, 2};
     m[n].type = WIRE_DB_BEGIN;
@@ -992,7 +1005,7 @@ static void t_encode_too_large(void **state)
 
 static void t_type_names(void **state)
 {
-    for (int i = WIRE_HELLO; i <= WIRE_RESULT; i++) {
+    for (int i = WIRE_HELLO; i <= WIRE_FILES_NEED_END; i++) {
         const char *name = wire_type_name((wire_type_t)i);
         assert_non_null(name);
         assert_string_not_equal(name, "unknown");
@@ -1002,7 +1015,7 @@ static void t_type_names(void **state)
     assert_string_equal(wire_type_name(WIRE_HELLO), "Hello");
     assert_string_equal(wire_type_name(WIRE_ROW_BATCH), "RowBatch");
     assert_string_equal(wire_type_name(WIRE_RESULT), "Result");
-    assert_string_equal(wire_type_name((wire_type_t)(WIRE_RESULT + 1)), "unknown");
+    assert_string_equal(wire_type_name((wire_type_t)(WIRE_FILES_NEED_END + 1)), "unknown");
     assert_string_equal(wire_type_name((wire_type_t)-1), "unknown");
 }
 

@@ -1,0 +1,32 @@
+/* The agent's side of the database phase: a consistent snapshot of the site's database, with
+ * only the grants a shared host gives, streamed as typed rows.
+ *
+ * Protocol (after the files phase): agent sends DbBegin (a TableSummary with row count and
+ * digest per table, computed inside the snapshot); the controller answers DbNeed (the tables it
+ * does not already have); the agent sends, for each needed table, TableDef, RowBatch*, TableEnd.
+ */
+#ifndef UNDERSTUDY_AGENT_DBSEND_H
+#define UNDERSTUDY_AGENT_DBSEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "msgio.h"
+#include "wpconfig.h"
+
+typedef struct dbsend_opts {
+    bool routines; /* also send stored routines and events ([database] routines = yes) */
+    bool dry_run;
+} dbsend_opts_t;
+
+typedef struct dbsend_stats {
+    uint64_t tables, tables_sent, rows_sent, bytes_sent;
+    char non_transactional[512]; /* names of tables read under LOCK TABLES, for the report */
+} dbsend_stats_t;
+
+/* Runs the database phase over io with the credentials in wp. Returns 0, or a negative code
+ * (ERR_DB_CONNECT, ERR_DB_PRIVILEGE, ERR_DB, a transport error) with a one-line reason in err. */
+int dbsend_run(const wpconfig_t *wp, const msgio_t *io, const dbsend_opts_t *opts,
+               dbsend_stats_t *stats, char *err, size_t err_size);
+
+#endif

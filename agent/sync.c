@@ -1,0 +1,376 @@
+/* understudy-agent sync: scan the site, then one session with the controller: Hello, SyncBegin,
+ * the files phase, the database phase, Commit, Result. The libuv loop runs on the main thread;
+ * the session itself runs on a worker thread (common/chan.h) as plain sequential code.
+ *
+ * Output: nothing but errors when stderr is not a terminal (cron mails whatever is printed);
+ * a progress bar and a summary on a terminal or with --verbose. One line on stderr on failure,
+ * and the exit code of common/err.h.
+ */
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "agent.h"
+#include "chan.h"
+#include "dbsend.h"
+#include "err.h"
+#include "files.h"
+#include "log.h"
+#include "version.h"
+#include "wpconfig.h"
+
+#define SYNC_RECV_TIMEOUT_MS (10 * 60 * 1000)
+
+typedef struct syncrun {
+    cfg_t *cfg;
+    wpconfig_t wp;
+    files_scan_t *scan;
+    bool dry_run, database;
+    int result; /* first error */
+    char error[1024];
+    wire_status_t status;
+    uint64_t generation;
+    files_stats_t fst;
+    dbsend_stats_t dst;
+} syncrun_t;
+
+static void run_fail(syncrun_t *sr, int r, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void run_fail(syncrun_t *sr, int r, const char *fmt, ...)
+{
+    va_list ap;
+    if (sr->result < 0)
+        return;
+    sr->result = r;
+    va_start(ap, fmt);
+    vsnprintf(sr->error, sizeof(sr->error), fmt, ap);
+    va_end(ap);
+}
+
+/* Receives one message of the given type; an Error from the controller ends the sync. */
+static int expect(syncrun_t *sr, const msgio_t *io, wire_type_t type, wire_msg_t **ret)
+{
+    int r = msgio_recv(io, ret, SYNC_RECV_TIMEOUT_MS);
+    if (r < 0) {
+        run_fail(sr, r, "connection to the controller lost: %s", err_str(r));
+        return r;
+    }
+    if ((*ret)->type == WIRE_ERROR) {
+        int code = (*ret)->u.error.code == (uint32_t)err_exit_code(ERR_PROTO_VERSION)
+                       ? ERR_PROTO_VERSION
+                       : ERR_PROTOCOL;
+        run_fail(sr, code, "the controller refused: %s", (*ret)->u.error.text);
+        wire_msg_free(*ret);
+        return code;
+    }
+    if ((*ret)->type != type) {
+        run_fail(sr, ERR_PROTOCOL, "the controller sent %s where %s was expected",
+                 wire_type_name((*ret)->type), wire_type_name(type));
+        wire_msg_free(*ret);
+        return ERR_PROTOCOL;
+    }
+    return 0;
+}
+
+static int session_hello(syncrun_t *sr, const msgio_t *io)
+{
+    wire_msg_t m = {.type = WIRE_HELLO};
+    wire_msg_t *reply;
+    int r;
+
+    m.u.hello.magic = WIRE_MAGIC;
+    m.u.hello.protocol_version = proto_version();
+    m.u.hello.program_version = UNDERSTUDY_VERSION;
+    m.u.hello.site_id = cfg_get(sr->cfg, "site", "id");
+    m.u.hello.role = WIRE_ROLE_AGENT;
+    r = msgio_send(io, &m);
+    if (r == 0)
+        r = expect(sr, io, WIRE_HELLO, &reply);
+    if (r < 0)
+        return r;
+    if (reply->u.hello.protocol_version != proto_version()) {
+        run_fail(sr, ERR_PROTO_VERSION,
+                 "protocol version mismatch: controller %s speaks protocol %u, this agent %s "
+                 "speaks %u; install the same understudy release on both hosts",
+                 reply->u.hello.program_version, reply->u.hello.protocol_version,
+                 UNDERSTUDY_VERSION, proto_version());
+        r = ERR_PROTO_VERSION;
+    }
+    wire_msg_free(reply);
+    return r;
+}
+
+static int session_sync(syncrun_t *sr, const msgio_t *io)
+{
+    uint8_t sync_id[16];
+    wire_msg_t *ready = NULL, *result = NULL;
+    char err[1024] = "";
+    int r;
+
+    RAND_bytes(sync_id, sizeof(sync_id));
+    wire_msg_t begin = {.type = WIRE_SYNC_BEGIN};
+    begin.u.sync_begin.sync_id.data = sync_id;
+    begin.u.sync_begin.sync_id.len = sizeof(sync_id);
+    begin.u.sync_begin.dry_run = sr->dry_run;
+    begin.u.sync_begin.base_generation = files_scan_base_generation(sr->scan);
+    begin.u.sync_begin.tree_digest.data = files_scan_digest(sr->scan);
+    begin.u.sync_begin.tree_digest.len = MF_HASH_LEN;
+    begin.u.sync_begin.file_count = files_scan_count(sr->scan);
+    r = msgio_send(io, &begin);
+    if (r == 0)
+        r = expect(sr, io, WIRE_SYNC_READY, &ready);
+    if (r < 0)
+        return r;
+
+    r = files_send(sr->scan, io, &ready->u.sync_ready, &sr->fst, err, sizeof(err));
+    wire_msg_free(ready);
+    if (r < 0) {
+        run_fail(sr, r, "%s", err);
+        return r;
+    }
+    if (sr->database) {
+        dbsend_opts_t opts = {.routines = cfg_get_bool(sr->cfg, "database", "routines", false),
+                              .dry_run = sr->dry_run};
+        r = dbsend_run(&sr->wp, io, &opts, &sr->dst, err, sizeof(err));
+        if (r < 0) {
+            run_fail(sr, r, "%s", err);
+            return r;
+        }
+    }
+
+    wire_msg_t commit = {.type = WIRE_COMMIT};
+    commit.u.commit.tree_digest.data = files_scan_digest(sr->scan);
+    commit.u.commit.tree_digest.len = MF_HASH_LEN;
+    commit.u.commit.file_count = files_scan_count(sr->scan);
+    commit.u.commit.table_count = (uint32_t)sr->dst.tables;
+    r = msgio_send(io, &commit);
+    if (r == 0)
+        r = expect(sr, io, WIRE_RESULT, &result);
+    if (r < 0)
+        return r;
+    const wire_result_t *res = &result->u.result;
+    sr->status = res->status;
+    sr->generation = res->generation;
+    if (res->status == WIRE_STATUS_REFUSED) {
+        run_fail(sr, ERR_REFUSED,
+                 "Can't update backup website: it has local changes that would be lost (%s)",
+                 res->reason);
+        r = ERR_REFUSED;
+    } else if (res->status == WIRE_STATUS_FAILED) {
+        run_fail(sr, ERR_INTERNAL, "the controller could not apply the sync: %s", res->reason);
+        r = ERR_INTERNAL;
+    }
+    wire_msg_free(result);
+    return r;
+}
+
+static void sync_worker(chan_t *ch, void *arg)
+{
+    syncrun_t *sr = arg;
+    msgio_t io = chan_io(ch);
+    int r = session_hello(sr, &io);
+    if (r == 0)
+        r = session_sync(sr, &io);
+    if (r < 0)
+        chan_fail(ch, r, "%s", sr->error);
+}
+
+static void on_sync_done(chan_t *ch, int status, void *arg)
+{
+    syncrun_t *sr = arg;
+    /* A transport failure (handshake, trust, timeouts) explains itself better than our view. */
+    if (status < 0 && status != ERR_PEER_CLOSED && sr->result == 0)
+        run_fail(sr, status, "%s", chan_last_error(ch));
+    else if (status < 0 && sr->result < 0 && sr->result != status && status != ERR_PEER_CLOSED &&
+             (sr->result == ERR_PEER_CLOSED || sr->result == UV_ECANCELED)) {
+        sr->result = 0;
+        run_fail(sr, status, "%s", chan_last_error(ch));
+    }
+}
+
+static int run_session(syncrun_t *sr)
+{
+    const char *const *pins;
+    size_t n_pins = cfg_get_all(sr->cfg, "controller", "fingerprint", &pins);
+    conn_limits_t limits = CONN_LIMITS_DEFAULT;
+    tls_ctx_t *tls = NULL;
+    chan_t *ch = NULL;
+    conn_t *conn;
+    uv_loop_t loop;
+    char *error = NULL, host[256];
+    uint16_t port;
+    int r;
+
+    r = tls_ctx_new(false, cfg_get(sr->cfg, "identity", "key"),
+                    cfg_get(sr->cfg, "identity", "cert"), pins, n_pins, &tls, &error);
+    if (r < 0) {
+        run_fail(sr, r, "%s", error ? error : err_str(r));
+        free(error);
+        return r;
+    }
+    cfg_parse_address(cfg_get(sr->cfg, "controller", "address"), host, sizeof(host), &port);
+    limits.connect_timeout_ms = cfg_get_duration(sr->cfg, "agent", "connect_timeout", 10) * 1000;
+    limits.handshake_timeout_ms =
+        cfg_get_duration(sr->cfg, "agent", "handshake_timeout", 10) * 1000;
+    limits.idle_timeout_ms = SYNC_RECV_TIMEOUT_MS;
+    uv_loop_init(&loop);
+    r = chan_new(&loop, 16u << 20, 8u << 20, limits.max_frame, sync_worker, on_sync_done, sr, &ch);
+    if (r == 0) {
+        r = conn_connect(&loop, host, port, tls, &limits, chan_conn_callbacks(), ch, &conn);
+        if (r < 0) {
+            run_fail(sr, ERR_UNREACHABLE, "cannot connect to %s:%u: %s", host, port,
+                     uv_strerror(r));
+            chan_cancel(ch, r);
+        }
+        uv_run(&loop, UV_RUN_DEFAULT);
+    }
+    if (uv_loop_close(&loop) != 0)
+        log_warn("event loop closed with handles still open");
+    tls_ctx_free(tls);
+    return sr->result;
+}
+
+static int default_state_dir(const char *config_path, char *out, size_t size)
+{
+    char abs[PATH_MAX];
+    if (!realpath(config_path, abs))
+        return -errno;
+    int n = snprintf(out, size, "%s/state", dirname(abs));
+    return n < 0 || (size_t)n >= size ? UV_ENAMETOOLONG : 0;
+}
+
+static void sync_usage(FILE *f)
+{
+    fprintf(f, "usage: understudy-agent sync --config FILE [--dry-run] [--no-database] "
+               "[--verbose]\n\n"
+               "Sends what changed in the site's files and database to the controller, which\n"
+               "switches the backup to the new generation atomically. Quiet unless something\n"
+               "fails (for cron); a progress bar on a terminal. --dry-run lists what would be\n"
+               "sent and changes nothing.\n");
+}
+
+int cmd_sync(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"dry-run", no_argument, NULL, 'n'},
+        {"no-database", no_argument, NULL, 'D'},  {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL;
+    bool verbose = false;
+    syncrun_t sr = {.database = true};
+    char state_dir[PATH_MAX], wp_path[PATH_MAX + 32], err[1024];
+    int opt, r;
+
+    while ((opt = getopt_long(argc, argv, "c:nDvh", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'n':
+            sr.dry_run = true;
+            break;
+        case 'D':
+            sr.database = false;
+            break;
+        case 'v':
+            verbose = true;
+            break;
+        case 'h':
+            sync_usage(stdout);
+            return 0;
+        default:
+            sync_usage(stderr);
+            return err_exit_code(ERR_USAGE);
+        }
+    }
+    if (!config_path || optind != argc) {
+        log_error("sync needs --config FILE; see 'understudy-agent sync --help'");
+        return err_exit_code(ERR_USAGE);
+    }
+    r = agent_load_config(config_path, &sr.cfg);
+    if (r < 0)
+        return err_exit_code(r);
+    agent_lower_priority();
+
+    const char *root = cfg_get(sr.cfg, "site", "root");
+    const char *wp = cfg_get(sr.cfg, "site", "wp_config");
+    if (!wp) {
+        snprintf(wp_path, sizeof(wp_path), "%s/wp-config.php", root);
+        wp = wp_path;
+    }
+    if (sr.database) {
+        r = wpconfig_load(wp, &sr.wp, err, sizeof(err));
+        if (r < 0) {
+            if (r == ERR_WPCONFIG)
+                log_error("%s", err);
+            else
+                log_error("cannot read %s: %s", wp, err_str(r));
+            r = ERR_WPCONFIG;
+            goto out;
+        }
+    }
+    if (cfg_get(sr.cfg, "agent", "state"))
+        snprintf(state_dir, sizeof(state_dir), "%s", cfg_get(sr.cfg, "agent", "state"));
+    else if ((r = default_state_dir(config_path, state_dir, sizeof(state_dir))) < 0) {
+        log_error("cannot place the state directory beside %s: %s", config_path, err_str(r));
+        goto out;
+    }
+
+    static const char *const default_excludes[] = {"wp-content/cache/", "wp-content/upgrade/"};
+    const char *const *excludes;
+    size_t n_excludes = cfg_get_all(sr.cfg, "site", "exclude", &excludes);
+    if (n_excludes == 0) {
+        excludes = default_excludes;
+        n_excludes = 2;
+    }
+    files_opts_t fopts = {
+        .root = root,
+        .state_dir = state_dir,
+        .excludes = excludes,
+        .n_excludes = n_excludes,
+        .dry_run = sr.dry_run,
+        .progress = isatty(STDERR_FILENO) || verbose,
+        .bandwidth_limit = cfg_get_size(sr.cfg, "agent", "bandwidth_limit", 0),
+    };
+    r = files_scan(&fopts, &sr.scan, err, sizeof(err));
+    if (r < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    r = run_session(&sr);
+    if (r < 0) {
+        log_error("%s", sr.error);
+        goto out;
+    }
+    if (!sr.dry_run) {
+        r = files_scan_commit(sr.scan, sr.generation);
+        if (r < 0) {
+            log_error("cannot save the sync state in %s: %s (the next sync will compare "
+                      "everything again)",
+                      state_dir, err_str(r));
+            r = 0;
+        }
+    }
+    if (verbose || isatty(STDERR_FILENO))
+        fprintf(stderr,
+                "%s: generation %llu; %llu files sent (%llu bytes), %llu tables sent "
+                "(%llu rows)\n",
+                sr.status == WIRE_STATUS_UNCHANGED ? "unchanged" : "applied",
+                (unsigned long long)sr.generation, (unsigned long long)sr.fst.needs,
+                (unsigned long long)(sr.fst.bytes_content + sr.fst.bytes_delta),
+                (unsigned long long)sr.dst.tables_sent, (unsigned long long)sr.dst.rows_sent);
+out:
+    files_scan_free(sr.scan);
+    wpconfig_clear(&sr.wp);
+    cfg_free(sr.cfg);
+    return err_exit_code(r);
+}

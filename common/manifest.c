@@ -1,0 +1,370 @@
+/* Manifest files and the tree digest. See manifest.h.
+ *
+ * File format: the line "understudy-manifest 1\n", then one record per entry, little-endian:
+ *   u32 path_len, path, u8 kind, u32 mode, i64 mtime_ns, u64 size, 32-byte hash,
+ *   u32 link_len, link, u64 dev, u64 ino, i64 ctime_ns
+ * Records are read through stdio's buffer: memory does not depend on the number of entries.
+ */
+#include "manifest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+#include <uv.h>
+
+#include "err.h"
+
+#define MF_MAGIC "understudy-manifest 1\n"
+
+int mf_path_cmp(const char *a, const char *b)
+{
+    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+    while (*x && *x == *y) {
+        x++;
+        y++;
+    }
+    /* '/' ranks below every other byte (but above the end of the string). */
+    int cx = *x == '/' ? 1 : *x == 0 ? 0 : *x + 1;
+    int cy = *y == '/' ? 1 : *y == 0 ? 0 : *y + 1;
+    return cx - cy;
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 3; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* The fixed part of a record between path and link: kind, mode, mtime, size, hash. */
+#define MF_FIXED (1 + 4 + 8 + 8 + MF_HASH_LEN)
+
+static void encode_fixed(const mf_entry_t *e, uint8_t out[MF_FIXED], bool for_digest)
+{
+    out[0] = (uint8_t)e->kind;
+    put_u32(out + 1, e->kind == MF_SYMLINK && for_digest ? 0 : e->mode & 07777);
+    put_u64(out + 5, (uint64_t)e->mtime_ns);
+    put_u64(out + 13, e->kind == MF_REGULAR ? e->size : 0);
+    if (e->kind == MF_REGULAR)
+        memcpy(out + 21, e->hash, MF_HASH_LEN);
+    else
+        memset(out + 21, 0, MF_HASH_LEN);
+}
+
+int mf_digest_init(mf_digest_t *d)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        d->ctx = NULL;
+        return UV_ENOMEM;
+    }
+    d->ctx = ctx;
+    return 0;
+}
+
+void mf_digest_add(mf_digest_t *d, const mf_entry_t *e)
+{
+    uint8_t len[4], fixed[MF_FIXED];
+    size_t plen = strlen(e->path);
+    size_t llen = e->kind == MF_SYMLINK && e->link_target ? strlen(e->link_target) : 0;
+
+    put_u32(len, (uint32_t)plen);
+    EVP_DigestUpdate(d->ctx, len, 4);
+    EVP_DigestUpdate(d->ctx, e->path, plen);
+    encode_fixed(e, fixed, true);
+    EVP_DigestUpdate(d->ctx, fixed, sizeof(fixed));
+    put_u32(len, (uint32_t)llen);
+    EVP_DigestUpdate(d->ctx, len, 4);
+    if (llen)
+        EVP_DigestUpdate(d->ctx, e->link_target, llen);
+}
+
+void mf_digest_final(mf_digest_t *d, uint8_t ret[MF_HASH_LEN])
+{
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(d->ctx, ret, &n);
+    mf_digest_free(d);
+}
+
+void mf_digest_free(mf_digest_t *d)
+{
+    EVP_MD_CTX_free(d->ctx);
+    d->ctx = NULL;
+}
+
+void mf_hash_hex(const uint8_t hash[MF_HASH_LEN], char ret[2 * MF_HASH_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < MF_HASH_LEN; i++) {
+        ret[2 * i] = hex[hash[i] >> 4];
+        ret[2 * i + 1] = hex[hash[i] & 15];
+    }
+    ret[2 * MF_HASH_LEN] = '\0';
+}
+
+/* ---- writer ---- */
+
+struct mf_writer {
+    FILE *f;
+    char *path, *tmp;
+    char *last; /* previous path, for the order check */
+    mf_digest_t digest;
+    uint64_t count;
+};
+
+int mf_writer_open(const char *path, mf_writer_t **ret)
+{
+    mf_writer_t *w = calloc(1, sizeof(*w));
+    int r;
+
+    if (!w)
+        return UV_ENOMEM;
+    w->path = strdup(path);
+    if (w->path && asprintf(&w->tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
+        w->tmp = NULL;
+    if (!w->path || !w->tmp || mf_digest_init(&w->digest) < 0) {
+        r = UV_ENOMEM;
+        goto fail;
+    }
+    int fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || !(w->f = fdopen(fd, "w"))) {
+        r = -errno;
+        if (fd >= 0)
+            close(fd);
+        goto fail;
+    }
+    if (fputs(MF_MAGIC, w->f) == EOF) {
+        r = UV_EIO;
+        goto fail;
+    }
+    *ret = w;
+    return 0;
+fail:
+    mf_writer_abort(w);
+    return r;
+}
+
+int mf_writer_add(mf_writer_t *w, const mf_entry_t *e)
+{
+    uint8_t head[4], fixed[MF_FIXED], tail[4 + 24];
+    size_t plen = strlen(e->path);
+    size_t llen = e->kind == MF_SYMLINK && e->link_target ? strlen(e->link_target) : 0;
+
+    if (plen == 0 || plen >= MF_PATH_MAX || llen >= MF_PATH_MAX)
+        return ERR_PROTOCOL;
+    if (w->last && mf_path_cmp(w->last, e->path) >= 0)
+        return ERR_PROTOCOL;
+    char *copy = realloc(w->last, plen + 1);
+    if (!copy)
+        return UV_ENOMEM;
+    memcpy(copy, e->path, plen + 1);
+    w->last = copy;
+
+    put_u32(head, (uint32_t)plen);
+    encode_fixed(e, fixed, false);
+    put_u32(tail, (uint32_t)llen);
+    if (fwrite(head, 4, 1, w->f) != 1 || fwrite(e->path, 1, plen, w->f) != plen ||
+        fwrite(fixed, sizeof(fixed), 1, w->f) != 1 || fwrite(tail, 4, 1, w->f) != 1 ||
+        (llen && fwrite(e->link_target, 1, llen, w->f) != llen))
+        return UV_EIO;
+    put_u64(tail, e->dev);
+    put_u64(tail + 8, e->ino);
+    put_u64(tail + 16, (uint64_t)e->ctime_ns);
+    if (fwrite(tail, 24, 1, w->f) != 1)
+        return UV_EIO;
+    mf_digest_add(&w->digest, e);
+    w->count++;
+    return 0;
+}
+
+int mf_writer_commit(mf_writer_t *w, uint8_t ret_digest[MF_HASH_LEN], uint64_t *ret_count)
+{
+    int r = 0;
+    if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0)
+        r = -errno;
+    if (fclose(w->f) != 0 && r == 0)
+        r = -errno;
+    w->f = NULL;
+    if (r == 0 && rename(w->tmp, w->path) != 0)
+        r = -errno;
+    if (r < 0) {
+        mf_writer_abort(w);
+        return r;
+    }
+    mf_digest_final(&w->digest, ret_digest);
+    if (ret_count)
+        *ret_count = w->count;
+    free(w->tmp);
+    w->tmp = NULL;
+    mf_writer_abort(w);
+    return 0;
+}
+
+void mf_writer_abort(mf_writer_t *w)
+{
+    if (!w)
+        return;
+    if (w->f)
+        fclose(w->f);
+    if (w->tmp)
+        unlink(w->tmp);
+    mf_digest_free(&w->digest);
+    free(w->tmp);
+    free(w->path);
+    free(w->last);
+    free(w);
+}
+
+/* ---- reader ---- */
+
+struct mf_reader {
+    FILE *f;
+    char *path, *link, *last;
+    size_t path_cap, link_cap, last_cap;
+};
+
+int mf_reader_open(const char *path, mf_reader_t **ret, bool *ret_missing)
+{
+    mf_reader_t *r = calloc(1, sizeof(*r));
+    char magic[sizeof(MF_MAGIC)];
+
+    if (!r)
+        return UV_ENOMEM;
+    if (ret_missing)
+        *ret_missing = false;
+    r->f = fopen(path, "re");
+    if (!r->f) {
+        int e = -errno;
+        if (e != UV_ENOENT) {
+            free(r);
+            return e;
+        }
+        if (ret_missing)
+            *ret_missing = true;
+        *ret = r; /* empty */
+        return 0;
+    }
+    if (fread(magic, 1, strlen(MF_MAGIC), r->f) != strlen(MF_MAGIC) ||
+        memcmp(magic, MF_MAGIC, strlen(MF_MAGIC)) != 0) {
+        mf_reader_close(r);
+        return ERR_PROTOCOL;
+    }
+    *ret = r;
+    return 0;
+}
+
+static int read_string(FILE *f, char **buf, size_t *cap, size_t len)
+{
+    if (len >= MF_PATH_MAX)
+        return ERR_PROTOCOL;
+    if (*cap < len + 1) {
+        char *p = realloc(*buf, len + 1);
+        if (!p)
+            return UV_ENOMEM;
+        *buf = p;
+        *cap = len + 1;
+    }
+    if (len && fread(*buf, 1, len, f) != len)
+        return ERR_PROTOCOL;
+    (*buf)[len] = '\0';
+    return 0;
+}
+
+static int read_string_copy(char **buf, size_t *cap, const char *s)
+{
+    size_t len = strlen(s);
+    if (*cap < len + 1) {
+        char *p = realloc(*buf, len + 1);
+        if (!p)
+            return UV_ENOMEM;
+        *buf = p;
+        *cap = len + 1;
+    }
+    memcpy(*buf, s, len + 1);
+    return 0;
+}
+
+int mf_reader_next(mf_reader_t *r, mf_entry_t *e)
+{
+    uint8_t head[4], fixed[MF_FIXED], tail[24];
+    int rc;
+
+    if (!r->f)
+        return 0;
+    size_t n = fread(head, 1, 4, r->f);
+    if (n == 0 && feof(r->f))
+        return 0;
+    if (n != 4)
+        return ERR_PROTOCOL;
+    /* Keep the previous path for the order check before reading over it. */
+    if (r->path) {
+        rc = read_string_copy(&r->last, &r->last_cap, r->path);
+        if (rc < 0)
+            return rc;
+    }
+    rc = read_string(r->f, &r->path, &r->path_cap, get_u32(head));
+    if (rc < 0)
+        return rc;
+    if (!r->path[0] || (r->last_cap && mf_path_cmp(r->last, r->path) >= 0))
+        return ERR_PROTOCOL;
+    if (fread(fixed, sizeof(fixed), 1, r->f) != 1 || fread(head, 4, 1, r->f) != 1)
+        return ERR_PROTOCOL;
+    rc = read_string(r->f, &r->link, &r->link_cap, get_u32(head));
+    if (rc < 0)
+        return rc;
+    if (fread(tail, sizeof(tail), 1, r->f) != 1)
+        return ERR_PROTOCOL;
+    memset(e, 0, sizeof(*e));
+    e->path = r->path;
+    e->kind = (mf_kind_t)fixed[0];
+    if (e->kind > MF_SYMLINK)
+        return ERR_PROTOCOL;
+    e->mode = get_u32(fixed + 1);
+    e->mtime_ns = (int64_t)get_u64(fixed + 5);
+    e->size = get_u64(fixed + 13);
+    memcpy(e->hash, fixed + 21, MF_HASH_LEN);
+    e->link_target = e->kind == MF_SYMLINK ? r->link : NULL;
+    e->dev = get_u64(tail);
+    e->ino = get_u64(tail + 8);
+    e->ctime_ns = (int64_t)get_u64(tail + 16);
+    return 1;
+}
+
+void mf_reader_close(mf_reader_t *r)
+{
+    if (!r)
+        return;
+    if (r->f)
+        fclose(r->f);
+    free(r->path);
+    free(r->link);
+    free(r->last);
+    free(r);
+}

@@ -1,0 +1,20 @@
+/* One sync from SyncBegin to Result: the files phase, the database phase, the switch. */
+#ifndef UNDERSTUDY_CONTROLLER_SYNC_H
+#define UNDERSTUDY_CONTROLLER_SYNC_H
+
+#include "cfg.h"
+#include "msgio.h"
+
+typedef struct syncer syncer_t;
+
+/* Opens the generation store and the database connection (when configured), recovering an
+ * interrupted switch. Returns 0 or a negative code with err. */
+int syncer_open(const cfg_t *cfg, syncer_t **ret, char *err, size_t err_size);
+void syncer_close(syncer_t *s);
+
+/* Runs one sync after its SyncBegin and always answers with a Result (unless the connection is
+ * gone). Only one sync runs at a time; a second one is answered FAILED at once. Returns 0 when
+ * the Result was sent, else the transport error. Worker thread. */
+int syncer_run(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin, const char *peer);
+
+#endif
