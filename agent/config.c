@@ -1,9 +1,6 @@
 #include "agent.h"
 
-#include <uv.h>
-
-#include "err.h"
-#include "log.h"
+#include "cli.h"
 
 const cfg_key_t agent_schema[] = {
     {"controller", "address", CFG_ADDRESS, CFG_REQUIRED, NULL,
@@ -13,7 +10,8 @@ const cfg_key_t agent_schema[] = {
     {"identity", "key", CFG_PATH, CFG_REQUIRED, NULL, "this agent's private key (mode 0600)"},
     {"identity", "cert", CFG_PATH, CFG_REQUIRED, NULL, "this agent's certificate"},
     {"site", "root", CFG_PATH, CFG_REQUIRED, NULL, "the WordPress site's directory"},
-    {"site", "wp_config", CFG_PATH, 0, NULL, "path of wp-config.php (default <root>/wp-config.php)"},
+    {"site", "wp_config", CFG_PATH, 0, NULL,
+     "path of wp-config.php (default <root>/wp-config.php)"},
     {"site", "id", CFG_STRING, 0, "default", "name of this site, reported to the controller"},
     {"site", "exclude", CFG_STRING, CFG_MULTI, NULL,
      "gitignore-like pattern not to sync; repeat the key (defaults: wp-content/cache/, "
@@ -23,21 +21,12 @@ const cfg_key_t agent_schema[] = {
     {"agent", "bandwidth_limit", CFG_SIZE, 0, "0", "bytes per second at most (0: no limit)"},
     {"database", "routines", CFG_BOOL, 0, "no", "also sync stored routines and events"},
     {"agent", "connect_timeout", CFG_DURATION, 0, "10s", "give up connecting after this long"},
-    {"agent", "handshake_timeout", CFG_DURATION, 0, "10s", "give up the TLS handshake after this long"},
+    {"agent", "handshake_timeout", CFG_DURATION, 0, "10s",
+     "give up the TLS handshake after this long"},
     {NULL, NULL, 0, 0, NULL, NULL},
 };
 
 int agent_load_config(const char *path, cfg_t **ret_cfg)
 {
-    cfg_t *cfg = cfg_new(agent_schema);
-    if (!cfg)
-        return UV_ENOMEM;
-    int r = cfg_load(cfg, path);
-    if (r < 0) {
-        log_error("%s", cfg_last_error(cfg));
-        cfg_free(cfg);
-        return r;
-    }
-    *ret_cfg = cfg;
-    return 0;
+    return cli_load_config(agent_schema, path, ret_cfg);
 }

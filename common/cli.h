@@ -1,0 +1,24 @@
+/* The command-line front end both programs share: git-style subcommand dispatch and config
+ * loading that reports its one-line error. Unlike the rest of common/, this module talks to the
+ * user (it logs), because it is the programs' own outermost layer. */
+#ifndef UNDERSTUDY_CLI_H
+#define UNDERSTUDY_CLI_H
+
+#include "cfg.h"
+
+typedef struct cli_cmd {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} cli_cmd_t;
+
+/* Runs the subcommand named by argv[1] from cmds (ending with {NULL}); handles --help,
+ * --version and unknown commands. Returns the process exit code. */
+int cli_main(const char *program, const char *description, const char *man_page,
+             const cli_cmd_t *cmds, int argc, char **argv);
+
+/* Loads a config file against schema; on failure logs the one line naming file, line and key,
+ * and returns the error. */
+int cli_load_config(const cfg_key_t *schema, const char *path, cfg_t **ret_cfg);
+
+#endif
