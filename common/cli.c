@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
@@ -25,6 +26,8 @@ int cli_main(const char *program, const char *description, const char *man_page,
              const cli_cmd_t *cmds, int argc, char **argv)
 {
     log_init(program, LOG_INFO);
+    /* A peer that resets a connection must show up as a write error, not kill the process. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr, program, description, man_page, cmds);
         return err_exit_code(ERR_USAGE);

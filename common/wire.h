@@ -54,6 +54,9 @@ typedef enum wire_type {
     WIRE_FILES_NEED_END,
 } wire_type_t;
 
+/* The highest message type; keep it the last of the enum above. */
+#define WIRE_TYPE_LAST WIRE_FILES_NEED_END
+
 /* The enums below carry the proto's numeric values. A decoded message only ever holds one of the
  * listed values: anything else is rejected with ERR_PROTOCOL, so a switch over them is complete. */
 
@@ -197,6 +200,7 @@ typedef struct wire_db_begin {
     size_t n_tables;
     const char *const *non_transactional;
     size_t n_non_transactional;
+    const char *schema; /* the primary's database name */
 } wire_db_begin_t;
 
 /* Chunks may only be listed together with exactly one table. */
@@ -219,6 +223,8 @@ typedef struct wire_column_def {
     bool has_default;
     const char *extra; /* e.g. "auto_increment" */
     bool binary;       /* values are bytes, not text */
+    const char *generation_expression; /* generated columns */
+    bool stored;                       /* generated column is STORED (else VIRTUAL) */
 } wire_column_def_t;
 
 /* prefix_lengths is either empty or holds one entry per column (0 = whole column). */
@@ -245,6 +251,7 @@ typedef struct wire_table_def {
     size_t n_indexes;
     const char *create_sql; /* views, triggers, routines */
     const char *comment;
+    const char *sql_mode; /* views, triggers */
 } wire_table_def_t;
 
 /* One row: a value per non-generated column, in TableDef order, in MySQL text form. Bit i of nulls

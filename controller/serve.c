@@ -334,7 +334,6 @@ int cmd_serve(int argc, char **argv)
         return err_exit_code(ERR_USAGE);
     }
     log_set_timestamps(true);
-    signal(SIGPIPE, SIG_IGN);
     srv.loop = uv_default_loop();
     r = server_init(&srv, config_path);
     if (r == 0)

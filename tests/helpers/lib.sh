@@ -48,6 +48,7 @@ export UNDERSTUDY_SOURCE UNDERSTUDY_BUILD UNDERSTUDY_AGENT UNDERSTUDY_CONTROLLER
 _LIB_EXIT_HANDLERS=()
 _LIB_FAILURES=0
 _LIB_TRAPS_SET=
+_LIB_SIGNAL=
 
 _lib_run_exit_handlers() {
     local status=$? i
@@ -73,9 +74,10 @@ _lib_set_traps() {
     _LIB_TRAPS_SET=$BASHPID
     trap _lib_run_exit_handlers EXIT
     # An untrapped signal would kill bash without running the EXIT trap: turn it into an exit.
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-    trap 'exit 129' HUP
+    # _LIB_SIGNAL tells cleanups to be quick: meson SIGKILLs a timed-out test 0.5 s after SIGTERM.
+    trap '_LIB_SIGNAL=INT; exit 130' INT
+    trap '_LIB_SIGNAL=TERM; exit 143' TERM
+    trap '_LIB_SIGNAL=HUP; exit 129' HUP
 }
 
 # on_exit CMD: run CMD (a string, eval'd) at exit, after every handler registered later. In a

@@ -10,7 +10,8 @@
 #                            on failure prints the log tail and returns 1.
 #                            MDB_PORT=N: also listen on 127.0.0.1:N. MDB_OPTS: extra mariadbd
 #                            options (word-split).
-#   mdb_stop DIR             stop that server (SIGTERM, then SIGKILL after 30 s)
+#   mdb_stop DIR             stop that server (SIGTERM, then SIGKILL after 30 s; at once with
+#                            SIGKILL when the script is exiting on a signal)
 #   mdb_stop_all             stop every server this shell started (run by on_exit at exit)
 #   mdb_socket DIR           print the socket path
 #   mdb_sql DIR [SQL...]     run SQL as root over the socket (arguments joined by spaces; several
@@ -151,6 +152,12 @@ mdb_stop() {
     unset '_MDB_PID[$dir]' '_MDB_OWNER[$dir]'
     if [[ -z $pid ]] || ! pid_alive "$pid"; then
         [[ -n $pid ]] && wait "$pid" 2>/dev/null
+        return 0
+    fi
+    if [[ -n ${_LIB_SIGNAL:-} ]]; then
+        # Interrupted: no time for a clean shutdown (a throwaway server recovers anyway).
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
         return 0
     fi
     _lib_stop_pid "$pid" 30 || status=$?

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,6 +236,7 @@ static void test_unreachable(void **state)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN); /* as the programs do (common/cli.c) */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exchange),         cmocka_unit_test(test_large_frame),
         cmocka_unit_test(test_frame_over_limit), cmocka_unit_test(test_untrusted),

@@ -403,12 +403,12 @@ static void t_roundtrip_samples(void **state)
 {
     wire_msg_t m[MAX_SAMPLES];
     size_t n = samples(m);
-    bool seen[WIRE_RESULT + 1] = {false};
+    bool seen[WIRE_TYPE_LAST + 1] = {false};
     for (size_t i = 0; i < n; i++) {
         roundtrip(&m[i]);
         seen[m[i].type] = true;
     }
-    for (int t = WIRE_HELLO; t <= WIRE_RESULT; t++)
+    for (int t = WIRE_HELLO; t <= WIRE_TYPE_LAST; t++)
         assert_true(seen[t]);
 }
 
@@ -1005,7 +1005,7 @@ static void t_encode_too_large(void **state)
 
 static void t_type_names(void **state)
 {
-    for (int i = WIRE_HELLO; i <= WIRE_FILES_NEED_END; i++) {
+    for (int i = WIRE_HELLO; i <= WIRE_TYPE_LAST; i++) {
         const char *name = wire_type_name((wire_type_t)i);
         assert_non_null(name);
         assert_string_not_equal(name, "unknown");
@@ -1015,7 +1015,7 @@ static void t_type_names(void **state)
     assert_string_equal(wire_type_name(WIRE_HELLO), "Hello");
     assert_string_equal(wire_type_name(WIRE_ROW_BATCH), "RowBatch");
     assert_string_equal(wire_type_name(WIRE_RESULT), "Result");
-    assert_string_equal(wire_type_name((wire_type_t)(WIRE_FILES_NEED_END + 1)), "unknown");
+    assert_string_equal(wire_type_name((wire_type_t)(WIRE_TYPE_LAST + 1)), "unknown");
     assert_string_equal(wire_type_name((wire_type_t)-1), "unknown");
 }
 
