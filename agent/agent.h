@@ -14,6 +14,7 @@ int cmd_init(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_cron(int argc, char **argv);
 int cmd_sync(int argc, char **argv);
+int cmd_trust(int argc, char **argv);
 
 /* Drops this process to nice 19 and the idle I/O class, so a scheduled sync or check yields to
  * the web server; failures are only logged at debug level. Call once at the start of a command. */

@@ -86,6 +86,142 @@ void agentdb_close(MYSQL *db)
         mysql_close(db);
 }
 
+/* ---- queries ---- */
+
+struct agentdb_res {
+    MYSQL *db;
+    MYSQL_RES *res;
+};
+
+/* Writes "what: server message (errno)" for a failed statement; what is the statement's start. */
+static void agentdb_fail(MYSQL *db, const char *sql, char *err, size_t err_size)
+{
+    unsigned code = mysql_errno(db);
+
+    if (code == 1412)
+        snprintf(err, err_size,
+                 "a table's definition changed during the dump (DDL on the primary: %s); this "
+                 "sync is abandoned, nothing was applied, the next one starts afresh",
+                 mysql_error(db));
+    else
+        snprintf(err, err_size, "database query failed (%.60s...): %s (error %u)", sql,
+                 mysql_error(db), code);
+}
+
+int agentdb_exec(MYSQL *db, const char *sql, char *err, size_t err_size)
+{
+    if (mysql_query(db, sql) != 0) {
+        agentdb_fail(db, sql, err, err_size);
+        return ERR_DB;
+    }
+    /* Discard any result (SET and START TRANSACTION have none). */
+    do {
+        MYSQL_RES *res = mysql_store_result(db);
+        if (res)
+            mysql_free_result(res);
+    } while (mysql_next_result(db) == 0);
+    return 0;
+}
+
+int agentdb_query(MYSQL *db, const char *sql, bool stream, agentdb_res_t **ret, char *err,
+                  size_t err_size)
+{
+    agentdb_res_t *r;
+
+    if (mysql_query(db, sql) != 0) {
+        agentdb_fail(db, sql, err, err_size);
+        return ERR_DB;
+    }
+    r = calloc(1, sizeof(*r));
+    if (!r) {
+        snprintf(err, err_size, "out of memory");
+        return UV_ENOMEM;
+    }
+    r->db = db;
+    r->res = stream ? mysql_use_result(db) : mysql_store_result(db);
+    if (!r->res) {
+        agentdb_fail(db, sql, err, err_size);
+        free(r);
+        return ERR_DB;
+    }
+    *ret = r;
+    return 0;
+}
+
+unsigned agentdb_res_fields(const agentdb_res_t *res)
+{
+    return mysql_num_fields(res->res);
+}
+
+int agentdb_res_next(agentdb_res_t *res, char ***ret_values, unsigned long **ret_lens, char *err,
+                     size_t err_size)
+{
+    MYSQL_ROW row = mysql_fetch_row(res->res);
+
+    if (!row) {
+        if (mysql_errno(res->db)) {
+            agentdb_fail(res->db, "reading rows", err, err_size);
+            return ERR_DB;
+        }
+        return 0;
+    }
+    *ret_values = row;
+    *ret_lens = mysql_fetch_lengths(res->res);
+    return 1;
+}
+
+void agentdb_res_free(agentdb_res_t *res)
+{
+    if (!res)
+        return;
+    mysql_free_result(res->res);
+    free(res);
+}
+
+unsigned agentdb_type_code(const char *t)
+{
+    static const struct {
+        const char *name;
+        unsigned code;
+    } map[] = {
+        {"tinyint", MYSQL_TYPE_TINY},
+        {"smallint", MYSQL_TYPE_SHORT},
+        {"mediumint", MYSQL_TYPE_INT24},
+        {"int", MYSQL_TYPE_LONG},
+        {"bigint", MYSQL_TYPE_LONGLONG},
+        {"decimal", MYSQL_TYPE_NEWDECIMAL},
+        {"float", MYSQL_TYPE_FLOAT},
+        {"double", MYSQL_TYPE_DOUBLE},
+        {"bit", MYSQL_TYPE_BIT},
+        {"date", MYSQL_TYPE_DATE},
+        {"datetime", MYSQL_TYPE_DATETIME},
+        {"timestamp", MYSQL_TYPE_TIMESTAMP},
+        {"time", MYSQL_TYPE_TIME},
+        {"year", MYSQL_TYPE_YEAR},
+        {"char", MYSQL_TYPE_STRING},
+        {"binary", MYSQL_TYPE_STRING},
+        {"varchar", MYSQL_TYPE_VAR_STRING},
+        {"varbinary", MYSQL_TYPE_VAR_STRING},
+        {"tinytext", MYSQL_TYPE_BLOB},
+        {"text", MYSQL_TYPE_BLOB},
+        {"mediumtext", MYSQL_TYPE_BLOB},
+        {"longtext", MYSQL_TYPE_BLOB},
+        {"tinyblob", MYSQL_TYPE_BLOB},
+        {"blob", MYSQL_TYPE_BLOB},
+        {"mediumblob", MYSQL_TYPE_BLOB},
+        {"longblob", MYSQL_TYPE_BLOB},
+        {"enum", MYSQL_TYPE_ENUM},
+        {"set", MYSQL_TYPE_SET},
+        {"json", MYSQL_TYPE_JSON},
+        {"geometry", MYSQL_TYPE_GEOMETRY},
+    };
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (!strcasecmp(map[i].name, t))
+            return map[i].code;
+    return 0;
+}
+
 /* ---- grants ---- */
 
 void agentdb_free_lines(char **lines, size_t n)

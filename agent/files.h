@@ -18,12 +18,12 @@
 #include "msgio.h"
 
 typedef struct files_opts {
-    const char *root;       /* absolute */
-    const char *state_dir;  /* absolute, created 0700 if missing */
-    const char *const *excludes; /* gitignore-like patterns, see files.c */
+    const char *root;            /* absolute */
+    const char *state_dir;       /* absolute, created 0700 if missing */
+    const char *const *excludes; /* gitignore-like patterns, see exclude.h */
     size_t n_excludes;
-    bool dry_run;           /* list needs, send no content */
-    bool progress;          /* draw a progress bar on stderr */
+    bool dry_run;             /* list needs, send no content */
+    bool progress;            /* draw a progress bar on stderr */
     uint64_t bandwidth_limit; /* bytes per second, 0 = none */
 } files_opts_t;
 
@@ -41,6 +41,9 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
 const uint8_t *files_scan_digest(const files_scan_t *s);
 uint64_t files_scan_count(const files_scan_t *s);
 uint64_t files_scan_base_generation(const files_scan_t *s);
+/* How many regular files this scan read and hashed (the rest took their hash from the saved
+ * manifest); for the summary and the tests. */
+uint64_t files_scan_hashed(const files_scan_t *s);
 
 /* After SyncReady: sends FileEntry messages (every entry when ready->full_listing, else only
  * what differs from the saved manifest, deletions included) and FilesEnd; receives FileNeed

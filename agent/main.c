@@ -7,6 +7,7 @@ static const cli_cmd_t commands[] = {
     {"sync", cmd_sync, "send what changed to the controller (run from cron)"},
     {"check", cmd_check, "connect to the controller and the database and report"},
     {"cron", cmd_cron, "print the crontab line that runs the agent"},
+    {"trust", cmd_trust, "add a peer fingerprint to the config"},
     {NULL, NULL, NULL},
 };
 

@@ -39,6 +39,7 @@ typedef struct syncrun {
     uint64_t generation;
     files_stats_t fst;
     dbsend_stats_t dst;
+    uint64_t wire_in, wire_out;
 } syncrun_t;
 
 static void run_fail(syncrun_t *sr, int r, const char *fmt, ...)
@@ -186,6 +187,7 @@ static void sync_worker(chan_t *ch, void *arg)
 static void on_sync_done(chan_t *ch, int status, void *arg)
 {
     syncrun_t *sr = arg;
+    chan_bytes(ch, &sr->wire_in, &sr->wire_out);
     /* A transport failure (handshake, trust, timeouts) explains itself better than our view. */
     if (status < 0 && status != ERR_PEER_CLOSED && sr->result == 0)
         run_fail(sr, status, "%s", chan_last_error(ch));
@@ -222,7 +224,8 @@ static int run_session(syncrun_t *sr)
         cfg_get_duration(sr->cfg, "agent", "handshake_timeout", 10) * 1000;
     limits.idle_timeout_ms = SYNC_RECV_TIMEOUT_MS;
     uv_loop_init(&loop);
-    r = chan_new(&loop, 16u << 20, 8u << 20, limits.max_frame, sync_worker, on_sync_done, sr, &ch);
+    /* Small queues: the agent runs on a shared host with a memory target of 32 MiB. */
+    r = chan_new(&loop, 4u << 20, 2u << 20, limits.max_frame, sync_worker, on_sync_done, sr, &ch);
     if (r == 0) {
         r = conn_connect(&loop, host, port, tls, &limits, chan_conn_callbacks(), ch, &conn);
         if (r < 0) {
@@ -363,11 +366,12 @@ int cmd_sync(int argc, char **argv)
     if (verbose || isatty(STDERR_FILENO))
         fprintf(stderr,
                 "%s: generation %llu; %llu files sent (%llu bytes), %llu tables sent "
-                "(%llu rows)\n",
+                "(%llu rows); on the wire: %llu bytes sent, %llu received\n",
                 sr.status == WIRE_STATUS_UNCHANGED ? "unchanged" : "applied",
                 (unsigned long long)sr.generation, (unsigned long long)sr.fst.needs,
                 (unsigned long long)(sr.fst.bytes_content + sr.fst.bytes_delta),
-                (unsigned long long)sr.dst.tables_sent, (unsigned long long)sr.dst.rows_sent);
+                (unsigned long long)sr.dst.tables_sent, (unsigned long long)sr.dst.rows_sent,
+                (unsigned long long)sr.wire_out, (unsigned long long)sr.wire_in);
 out:
     files_scan_free(sr.scan);
     wpconfig_clear(&sr.wp);

@@ -43,6 +43,7 @@ struct chan {
     chan_done_fn on_done;
     void *arg;
 
+    uint64_t bytes_in, bytes_out;
     char peer_fp[TLS_FP_LEN];
     char peer_name[320];
     char error[640];
@@ -209,6 +210,7 @@ static void chan_on_close(conn_t *c, int status)
 {
     chan_t *ch = conn_data(c);
     pthread_mutex_lock(&ch->mu);
+    conn_bytes(c, &ch->bytes_in, &ch->bytes_out);
     ch->conn_closed = true;
     ch->conn_status = status;
     if (!ch->fail_requested || !ch->error[0])
@@ -394,6 +396,12 @@ const char *chan_peer_fingerprint(const chan_t *ch)
 const char *chan_peer_name(const chan_t *ch)
 {
     return ch->peer_name;
+}
+
+void chan_bytes(const chan_t *ch, uint64_t *ret_in, uint64_t *ret_out)
+{
+    *ret_in = ch->bytes_in;
+    *ret_out = ch->bytes_out;
 }
 
 const char *chan_last_error(const chan_t *ch)

@@ -65,6 +65,9 @@ void chan_fail(chan_t *ch, int err, const char *fmt, ...) __attribute__((format(
 const char *chan_peer_fingerprint(const chan_t *ch);
 const char *chan_peer_name(const chan_t *ch);
 
+/* Loop thread, in on_done: bytes received and sent on the socket over the connection's life. */
+void chan_bytes(const chan_t *ch, uint64_t *ret_in, uint64_t *ret_out);
+
 /* Loop thread, in on_done: the one line explaining how the connection ended. */
 const char *chan_last_error(const chan_t *ch);
 

@@ -44,6 +44,7 @@ struct conn {
     buf_t plain; /* decrypted bytes on their way to the decoder */
     buf_t out;   /* frames encoded, before encryption */
     size_t in_flight;
+    uint64_t bytes_in, bytes_out; /* ciphertext on the socket, both directions */
 
     conn_limits_t limits;
     conn_callbacks_t cb;
@@ -214,6 +215,7 @@ static void conn_flush(conn_t *c)
         return;
     }
     c->in_flight += w->len;
+    c->bytes_out += w->len;
     c->reqs_open++;
 }
 
@@ -291,6 +293,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (nread == 0)
         return;
+    c->bytes_in += (uint64_t)nread;
     if (c->state == CONN_OPEN)
         arm_timer(c, c->limits.idle_timeout_ms);
     if (tls_engine_feed(c->tls, b->base, (size_t)nread) < 0) {
@@ -558,6 +561,12 @@ const char *conn_peer_name(const conn_t *c)
 tls_engine_t *conn_tls(const conn_t *c)
 {
     return c->tls;
+}
+
+void conn_bytes(const conn_t *c, uint64_t *ret_in, uint64_t *ret_out)
+{
+    *ret_in = c->bytes_in;
+    *ret_out = c->bytes_out;
 }
 
 const char *conn_last_error(const conn_t *c)

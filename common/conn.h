@@ -84,6 +84,9 @@ const char *conn_peer_name(const conn_t *c);
 
 tls_engine_t *conn_tls(const conn_t *c);
 
+/* Bytes received and sent on the socket so far (TLS records included: the cost on the wire). */
+void conn_bytes(const conn_t *c, uint64_t *ret_in, uint64_t *ret_out);
+
 /* The one line explaining the error that ended the connection. */
 const char *conn_last_error(const conn_t *c);
 

@@ -119,6 +119,34 @@ void mf_digest_free(mf_digest_t *d)
     d->ctx = NULL;
 }
 
+bool mf_link_escapes(const char *path, const char *target)
+{
+    long depth = 0;
+    bool named = false;
+
+    if (target[0] == '/' || target[0] == '\0')
+        return true;
+    for (const char *p = path; *p; p++) /* components of the link's directory */
+        if (*p == '/')
+            depth++;
+    for (const char *p = target; *p;) {
+        const char *end = strchr(p, '/');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 2 && p[0] == '.' && p[1] == '.') {
+            /* ".." after a name is not judged safe: an in-tree symlink earlier in the path
+             * (self -> .) could turn "self/self/../.." into a climb a lexical check misses. */
+            if (named || --depth < 0)
+                return true;
+        } else if (!(len == 0 || (len == 1 && p[0] == '.'))) {
+            named = true;
+        }
+        p += len;
+        if (*p == '/')
+            p++;
+    }
+    return false;
+}
+
 void mf_hash_hex(const uint8_t hash[MF_HASH_LEN], char ret[2 * MF_HASH_LEN + 1])
 {
     static const char hex[] = "0123456789abcdef";

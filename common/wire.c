@@ -381,6 +381,7 @@ static void build_db_begin(const wire_db_begin_t *db, Understudy__DbBegin *p, bl
     }
     p->n_non_transactional = db->n_non_transactional;
     p->non_transactional = pb_strv(db->non_transactional);
+    p->schema = pb_str(db->schema);
 }
 
 static void build_table_def(const wire_table_def_t *t, Understudy__TableDef *p, block_t *b)
@@ -394,6 +395,7 @@ static void build_table_def(const wire_table_def_t *t, Understudy__TableDef *p, 
     p->auto_increment = t->auto_increment;
     p->create_sql = pb_str(t->create_sql);
     p->comment = pb_str(t->comment);
+    p->sql_mode = pb_str(t->sql_mode);
 
     p->n_columns = t->n_columns;
     p->columns = block_take(b, t->n_columns, sizeof(*p->columns));
@@ -412,6 +414,8 @@ static void build_table_def(const wire_table_def_t *t, Understudy__TableDef *p, 
         cd[i].has_default = c->has_default;
         cd[i].extra = pb_str(c->extra);
         cd[i].binary = c->binary;
+        cd[i].generation_expression = pb_str(c->generation_expression);
+        cd[i].stored = c->stored;
         p->columns[i] = &cd[i];
     }
 
@@ -589,6 +593,7 @@ static void build_frame(const wire_msg_t *m, Understudy__Frame *f, pb_body_t *bo
         p->tables = pb_strv(dn->tables);
         p->n_chunks = dn->n_chunks;
         p->chunks = (uint32_t *)dn->chunks;
+        p->more = dn->more;
         f->db_need = p;
         break;
     }
@@ -743,6 +748,7 @@ static void mirror_db_begin(const Understudy__DbBegin *p, wire_db_begin_t *db, b
     db->n_tables = p->n_tables;
     db->non_transactional = mirror_strv(p->non_transactional);
     db->n_non_transactional = p->n_non_transactional;
+    db->schema = p->schema;
 }
 
 static void mirror_table_def(const Understudy__TableDef *p, wire_table_def_t *t, block_t *b)
@@ -755,6 +761,7 @@ static void mirror_table_def(const Understudy__TableDef *p, wire_table_def_t *t,
     t->auto_increment = p->auto_increment;
     t->create_sql = p->create_sql;
     t->comment = p->comment;
+    t->sql_mode = p->sql_mode;
 
     wire_column_def_t *cd = block_take(b, p->n_columns, sizeof(*cd));
     for (size_t i = 0; i < p->n_columns; i++) {
@@ -770,6 +777,8 @@ static void mirror_table_def(const Understudy__TableDef *p, wire_table_def_t *t,
         cd[i].has_default = c->has_default != 0;
         cd[i].extra = c->extra;
         cd[i].binary = c->binary != 0;
+        cd[i].generation_expression = c->generation_expression;
+        cd[i].stored = c->stored != 0;
     }
     t->columns = cd;
     t->n_columns = p->n_columns;
@@ -914,6 +923,7 @@ static void mirror_frame(const Understudy__Frame *f, wire_msg_t *m, block_t *b)
         dn->n_tables = p->n_tables;
         dn->chunks = p->chunks;
         dn->n_chunks = p->n_chunks;
+        dn->more = p->more != 0;
         break;
     }
     case UNDERSTUDY__FRAME__BODY_TABLE_DEF:

@@ -209,6 +209,7 @@ typedef struct wire_db_need {
     size_t n_tables;
     const uint32_t *chunks;
     size_t n_chunks;
+    bool more; /* another DbNeed follows */
 } wire_db_need_t;
 
 typedef struct wire_column_def {

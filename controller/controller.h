@@ -13,5 +13,9 @@ int controller_load_config(const char *path, cfg_t **ret_cfg);
 int cmd_init(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_firewall(int argc, char **argv);
+int cmd_dumps(int argc, char **argv);
+int cmd_trust(int argc, char **argv);
+int cmd_rollback(int argc, char **argv);
+int cmd_generations(int argc, char **argv);
 
 #endif

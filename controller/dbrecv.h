@@ -25,11 +25,15 @@ gen_hooks_t dbrecv_hooks(dbrecv_t *d);
 
 /* Runs the database phase: db_begin is the agent's DbBegin (owned by the caller); answers
  * DbNeed, receives and verifies the needed tables into the staging schema for generation. */
-int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *db_begin,
-               uint64_t generation, bool dry_run, dbrecv_stats_t *stats, char *err,
-               size_t err_size);
+int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *db_begin, uint64_t generation,
+               bool dry_run, dbrecv_stats_t *stats, char *err, size_t err_size);
 
 /* Drops what dbrecv_run staged (the sync failed). */
 void dbrecv_abort(dbrecv_t *d);
+
+/* Rewrites root_fd/wp-config.php (the prepare hook): DB_NAME, DB_USER, DB_PASSWORD and DB_HOST
+ * become the controller's [database] settings; written as a temp file renamed over it, opened
+ * without following symlinks. No wp-config.php: nothing to do. Returns 0 or ERR_WPCONFIG. */
+int dbrecv_prepare_wpconfig(dbrecv_t *d, int root_fd, char *err, size_t err_size);
 
 #endif

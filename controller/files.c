@@ -1,17 +1,1371 @@
-/* Placeholder: the files phase is being written (File sync issue). */
+/* The controller's files phase: listing, needs, content, and the new generation. See files.h.
+ *
+ * Staging (data/staging, genpriv.h): received content goes to partial/<hex> (whole transfers,
+ * kept when cut off so a resumed sync asks only for the rest) or tmp/ (deltas), and once its
+ * SHA-256 matches it is renamed to objects/<hex>. A later sync that needs content found in
+ * objects/ does not ask for it again. The listing is spooled to tmp/ in walk order, so memory
+ * holds only the needs and a hash table of the live generation's content.
+ *
+ * The new tree is built in staging/gen/root from a merge-join of the live manifest and the
+ * listing. A regular file is a hard link to a live file with the same content and the same
+ * mode, mtime and owner, or else the received object itself (its metadata set once, before it
+ * is linked), or else a fresh copy: a file some generation holds is never changed in place,
+ * its metadata neither.
+ */
 #include "files.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <librsync.h>
+#include <openssl/evp.h>
+#include <zstd.h>
 
 #include "err.h"
+#include "genpriv.h"
+#include "log.h"
+#include "safefs.h"
+
+#define FILES_RECV_TIMEOUT_MS (10 * 60 * 1000)
+/* Files above this size that exist at the same path in the live generation travel as deltas. */
+#define DELTA_MIN_SIZE   (256u * 1024)
+#define DELTA_STRONG_LEN 12
+#define IO_CHUNK         (256u * 1024)
+
+#define LISTING   GEN_TMP "/listing"
+#define DELETIONS GEN_TMP "/deletions"
+
+/* ---- hash table: content hash -> where it is ---- */
+
+enum { H_LIVE = 1, H_OBJECT = 2, H_USED = 4 };
+
+typedef struct hslot {
+    uint8_t hash[MF_HASH_LEN];
+    uint8_t state; /* 0: empty */
+    size_t path;   /* H_LIVE: offset of a live path in the arena */
+} hslot_t;
+
+typedef struct htab {
+    hslot_t *slots;
+    size_t cap, n; /* cap is a power of two */
+    char *arena;
+    size_t arena_len, arena_cap;
+} htab_t;
+
+static uint64_t hkey(const uint8_t *h)
+{
+    uint64_t k;
+    memcpy(&k, h, sizeof(k));
+    return k;
+}
+
+static int htab_grow(htab_t *t)
+{
+    size_t cap = t->cap ? 2 * t->cap : 1024;
+    hslot_t *s = calloc(cap, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->slots[i].state)
+            continue;
+        size_t j = hkey(t->slots[i].hash) & (cap - 1);
+        while (s[j].state)
+            j = (j + 1) & (cap - 1);
+        s[j] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = s;
+    t->cap = cap;
+    return 0;
+}
+
+static hslot_t *htab_find(const htab_t *t, const uint8_t *hash)
+{
+    if (!t->cap)
+        return NULL;
+    for (size_t j = hkey(hash) & (t->cap - 1);; j = (j + 1) & (t->cap - 1)) {
+        if (!t->slots[j].state)
+            return NULL;
+        if (!memcmp(t->slots[j].hash, hash, MF_HASH_LEN))
+            return &t->slots[j];
+    }
+}
+
+/* Finds or adds hash; returns the slot (state 0 when new), NULL without memory. */
+static hslot_t *htab_add(htab_t *t, const uint8_t *hash)
+{
+    hslot_t *s = htab_find(t, hash);
+    if (s)
+        return s;
+    if ((t->n + 1) * 4 > t->cap * 3 && htab_grow(t) < 0)
+        return NULL;
+    size_t j = hkey(hash) & (t->cap - 1);
+    while (t->slots[j].state)
+        j = (j + 1) & (t->cap - 1);
+    memcpy(t->slots[j].hash, hash, MF_HASH_LEN);
+    t->n++;
+    return &t->slots[j];
+}
+
+static int htab_add_path(htab_t *t, hslot_t *s, const char *path)
+{
+    size_t len = strlen(path) + 1;
+    if (t->arena_len + len > t->arena_cap) {
+        size_t cap = t->arena_cap ? t->arena_cap : 65536;
+        while (cap < t->arena_len + len)
+            cap *= 2;
+        char *a = realloc(t->arena, cap);
+        if (!a)
+            return -ENOMEM;
+        t->arena = a;
+        t->arena_cap = cap;
+    }
+    memcpy(t->arena + t->arena_len, path, len);
+    s->path = t->arena_len;
+    s->state |= H_LIVE;
+    t->arena_len += len;
+    return 0;
+}
+
+static void htab_free(htab_t *t)
+{
+    free(t->slots);
+    free(t->arena);
+    memset(t, 0, sizeof(*t));
+}
+
+/* ---- the stage ---- */
+
+typedef struct need {
+    char *path;
+    uint8_t hash[MF_HASH_LEN];
+    uint64_t size, resume;
+    wire_transfer_t transfer;
+} need_t;
+
+struct stage {
+    gen_store_t *g;
+    uint64_t gen;
+    int staging_fd, root_fd, live_fd; /* live_fd: -1 without a live generation */
+    htab_t tab;
+    need_t *needs;
+    size_t n_needs, cap_needs;
+    bool full, received, refused, locked;
+    bool chown;
+    uid_t uid;
+    gid_t gid;
+};
+
+static int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_size, fmt, ap);
+    va_end(ap);
+    return r;
+}
+
+/* A refusal naming the path: fails the whole sync, and the staging area is cleaned. */
+static int refuse(stage_t *st, char *err, size_t err_size, const char *path, size_t len,
+                  const char *why)
+{
+    char q[512];
+    st->refused = true;
+    return set_err(err, err_size, ERR_REFUSED, "refused '%s': %s",
+                   safefs_quote(path, len, q, sizeof(q)), why);
+}
+
+static void hash_hex_name(char *out, size_t size, const char *dir, const uint8_t *hash)
+{
+    char hex[2 * MF_HASH_LEN + 1];
+    mf_hash_hex(hash, hex);
+    snprintf(out, size, "%s/%s", dir, hex);
+}
 
 int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size)
 {
-    snprintf(err, err_size, "file sync is not implemented yet");
-    return ERR_INTERNAL;
+    stage_t *st = calloc(1, sizeof(*st));
+    int r;
+
+    if (!st)
+        return set_err(err, err_size, -ENOMEM, "out of memory");
+    st->g = g;
+    st->root_fd = st->live_fd = -1;
+    st->staging_fd = gen_store_staging_fd(g);
+    r = gen_store_lock(g, err, err_size);
+    if (r < 0) {
+        free(st);
+        return r;
+    }
+    st->locked = true;
+    uint64_t live = gen_store_live(g);
+    r = gen_store_refresh(g, err, err_size);
+    if (r == 0 && gen_store_live(g) != live)
+        r = set_err(err, err_size, ERR_OVERLOADED,
+                    "the live generation changed during the sync (a rollback?); sync again");
+    if (r < 0)
+        goto fail;
+    st->gen = gen_store_next(g);
+    st->chown = gen_store_owner(g, &st->uid, &st->gid);
+    safefs_rm_tree(st->staging_fd, GEN_STAGE_DIR);
+    safefs_rm_tree(st->staging_fd, GEN_TMP);
+    if (mkdirat(st->staging_fd, GEN_TMP, 0700) < 0 ||
+        mkdirat(st->staging_fd, GEN_STAGE_DIR, 0755) < 0 ||
+        mkdirat(st->staging_fd, GEN_STAGE_DIR "/root", 0755) < 0) {
+        r = set_err(err, err_size, -errno, "cannot create the staging area: %s", strerror(errno));
+        goto fail;
+    }
+    (void)mkdirat(st->staging_fd, GEN_OBJECTS, 0700);
+    (void)mkdirat(st->staging_fd, GEN_PARTIAL, 0700);
+    st->root_fd = openat(st->staging_fd, GEN_STAGE_DIR "/root",
+                         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (st->root_fd < 0) {
+        r = set_err(err, err_size, -errno, "cannot open the staged root: %s", strerror(errno));
+        goto fail;
+    }
+    r = gen_store_open_live_root(g);
+    if (r < 0 && r != -ENOENT) {
+        set_err(err, err_size, r, "cannot open the live generation: %s", strerror(-r));
+        goto fail;
+    }
+    st->live_fd = r;
+    /* The live generation's content by hash. */
+    const char *mpath = gen_store_live_manifest(g);
+    if (mpath) {
+        mf_reader_t *rd;
+        mf_entry_t e;
+        r = mf_reader_open(mpath, &rd, NULL);
+        if (r < 0) {
+            set_err(err, err_size, r, "cannot read the live manifest %s: %s", mpath, err_str(r));
+            goto fail;
+        }
+        while ((r = mf_reader_next(rd, &e)) == 1) {
+            if (e.kind != MF_REGULAR)
+                continue;
+            hslot_t *s = htab_add(&st->tab, e.hash);
+            if (!s || (!(s->state & H_LIVE) && htab_add_path(&st->tab, s, e.path) < 0)) {
+                r = -ENOMEM;
+                break;
+            }
+        }
+        mf_reader_close(rd);
+        if (r < 0) {
+            set_err(err, err_size, r, "cannot read the live manifest %s: %s", mpath, err_str(r));
+            goto fail;
+        }
+    }
+    *ret = st;
+    return 0;
+fail:
+    stage_abort(st);
+    return r;
 }
+
+uint64_t stage_generation(const stage_t *st)
+{
+    return st->gen;
+}
+
+void stage_abort(stage_t *st)
+{
+    if (!st)
+        return;
+    if (st->root_fd >= 0)
+        close(st->root_fd);
+    if (st->live_fd >= 0)
+        close(st->live_fd);
+    safefs_rm_tree(st->staging_fd, GEN_STAGE_DIR);
+    safefs_rm_tree(st->staging_fd, GEN_TMP);
+    if (st->refused) {
+        /* A hostile or broken sender: keep nothing it sent. */
+        safefs_rm_tree(st->staging_fd, GEN_OBJECTS);
+        safefs_rm_tree(st->staging_fd, GEN_PARTIAL);
+        (void)mkdirat(st->staging_fd, GEN_OBJECTS, 0700);
+        (void)mkdirat(st->staging_fd, GEN_PARTIAL, 0700);
+    }
+    (void)mkdirat(st->staging_fd, GEN_TMP, 0700);
+    for (size_t i = 0; i < st->n_needs; i++)
+        free(st->needs[i].path);
+    free(st->needs);
+    htab_free(&st->tab);
+    if (st->locked)
+        gen_store_unlock(st->g);
+    free(st);
+}
+
+/* ---- checks on the listing ---- */
+
+/* A symlink target must stay inside the site root by the rule the agent applies too
+ * (mf_link_escapes), so an honest agent never sends one this refuses. */
+static const char *check_link_target(const char *path, const wire_bytes_t *t)
+{
+    char target[MF_PATH_MAX];
+    if (t->len == 0)
+        return "symlink with an empty target";
+    if (t->len >= MF_PATH_MAX || memchr(t->data, '\0', t->len))
+        return "symlink target too long or holding a NUL byte";
+    memcpy(target, t->data, t->len);
+    target[t->len] = '\0';
+    if (mf_link_escapes(path, target))
+        return "symlink pointing outside the site (an absolute target, '..' climbing above "
+               "the root, or '..' after a name)";
+    return NULL;
+}
+
+static int copy_bytes(const wire_bytes_t *b, char **out)
+{
+    *out = malloc(b->len + 1);
+    if (!*out)
+        return -ENOMEM;
+    if (b->len)
+        memcpy(*out, b->data, b->len);
+    (*out)[b->len] = '\0';
+    return 0;
+}
+
+static int add_need(stage_t *st, const char *path, const uint8_t *hash, uint64_t size,
+                    wire_transfer_t transfer, uint64_t resume)
+{
+    if (st->n_needs == st->cap_needs) {
+        size_t cap = st->cap_needs ? 2 * st->cap_needs : 64;
+        need_t *n = realloc(st->needs, cap * sizeof(*n));
+        if (!n)
+            return -ENOMEM;
+        st->needs = n;
+        st->cap_needs = cap;
+    }
+    need_t *n = &st->needs[st->n_needs];
+    n->path = strdup(path);
+    if (!n->path)
+        return -ENOMEM;
+    memcpy(n->hash, hash, MF_HASH_LEN);
+    n->size = size;
+    n->transfer = transfer;
+    n->resume = resume;
+    st->n_needs++;
+    return 0;
+}
+
+/* ---- delta signatures and patching (librsync) ---- */
+
+static size_t delta_block_len(uint64_t size)
+{
+    /* sqrt(size), at least 16 KiB, and big enough that a signature stays near 2048 blocks
+     * (about 32 KiB), rounded up to a power of two. */
+    uint64_t want = 16384, s = 1;
+    while (s * s < size)
+        s++;
+    if (s > want)
+        want = s;
+    if (size / 2048 > want)
+        want = size / 2048;
+    uint64_t b = 1024;
+    while (b < want)
+        b <<= 1;
+    return (size_t)b;
+}
+
+/* Runs job over fd's whole content, appending its output to out (capped). */
+static int signature_of(int fd, uint64_t size, buf_t *out)
+{
+    rs_job_t *job = rs_sig_begin(delta_block_len(size), DELTA_STRONG_LEN, RS_BLAKE2_SIG_MAGIC);
+    char *in = malloc(IO_CHUNK);
+    char obuf[65536];
+    int r = 0;
+    bool eof = false;
+    rs_buffers_t b = {0};
+
+    if (!job || !in) {
+        free(in);
+        if (job)
+            rs_job_free(job);
+        return -ENOMEM;
+    }
+    for (;;) {
+        if (b.avail_in == 0 && !eof) {
+            ssize_t n = read(fd, in, IO_CHUNK);
+            if (n < 0) {
+                r = -errno;
+                break;
+            }
+            b.next_in = in;
+            b.avail_in = (size_t)n;
+            eof = n == 0;
+            b.eof_in = eof;
+        }
+        b.next_out = obuf;
+        b.avail_out = sizeof(obuf);
+        rs_result rr = rs_job_iter(job, &b);
+        if (sizeof(obuf) - b.avail_out && buf_append(out, obuf, sizeof(obuf) - b.avail_out) < 0) {
+            r = -ENOMEM;
+            break;
+        }
+        if (rr == RS_DONE)
+            break;
+        if (rr != RS_BLOCKED) {
+            r = ERR_INTERNAL;
+            break;
+        }
+    }
+    free(in);
+    rs_job_free(job);
+    return r;
+}
+
+static rs_result on_patch_copy(void *opaque, rs_long_t pos, size_t *len, void **buf)
+{
+    int fd = *(int *)opaque;
+    if (pos < 0)
+        return RS_IO_ERROR;
+    ssize_t n = pread(fd, *buf, *len, (off_t)pos);
+    if (n < 0)
+        return RS_IO_ERROR;
+    if (n == 0)
+        return RS_INPUT_ENDED;
+    *len = (size_t)n;
+    return RS_DONE;
+}
+
+/* ---- receiving one file ---- */
+
+typedef struct sink {
+    int fd;
+    uint64_t written, size;
+    EVP_MD_CTX *sha;
+} sink_t;
+
+static int sink_write(sink_t *k, const void *data, size_t len)
+{
+    if (len > k->size - k->written)
+        return ERR_REFUSED;
+    for (size_t off = 0; off < len;) {
+        ssize_t n = write(k->fd, (const char *)data + off, len - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        off += (size_t)n;
+    }
+    EVP_DigestUpdate(k->sha, data, len);
+    k->written += len;
+    return 0;
+}
+
+/* Hashes the first len bytes of fd (a partial file being resumed). */
+static int sink_rehash(sink_t *k, uint64_t len)
+{
+    char *b = malloc(IO_CHUNK);
+    if (!b)
+        return -ENOMEM;
+    uint64_t off = 0;
+    while (off < len) {
+        size_t want = len - off < IO_CHUNK ? (size_t)(len - off) : IO_CHUNK;
+        ssize_t n = pread(k->fd, b, want, (off_t)off);
+        if (n <= 0) {
+            free(b);
+            return n < 0 ? -errno : -EIO;
+        }
+        EVP_DigestUpdate(k->sha, b, (size_t)n);
+        off += (size_t)n;
+    }
+    free(b);
+    k->written = len;
+    return lseek(k->fd, (off_t)len, SEEK_SET) < 0 ? -errno : 0;
+}
+
+/* Whether the stored object still hashes to hash (it was written without fsync by a sync that
+ * did not finish; a crash of the machine could have left it short or zeroed). Removes it if
+ * not. */
+static bool object_intact(int staging_fd, const char *name, const uint8_t hash[MF_HASH_LEN])
+{
+    sink_t k = {.fd = openat(staging_fd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)};
+    struct stat st;
+    uint8_t got[MF_HASH_LEN];
+    unsigned int glen = 0;
+    bool ok = false;
+
+    k.sha = EVP_MD_CTX_new();
+    if (k.fd >= 0 && k.sha && EVP_DigestInit_ex(k.sha, EVP_sha256(), NULL) == 1 &&
+        fstat(k.fd, &st) == 0 && sink_rehash(&k, (uint64_t)st.st_size) == 0 &&
+        EVP_DigestFinal_ex(k.sha, got, &glen) == 1)
+        ok = !memcmp(got, hash, MF_HASH_LEN);
+    if (k.fd >= 0)
+        close(k.fd);
+    EVP_MD_CTX_free(k.sha);
+    if (!ok)
+        unlinkat(staging_fd, name, 0);
+    return ok;
+}
+
+static int recv_msg(const msgio_t *io, wire_msg_t **m, char *err, size_t err_size)
+{
+    int r = msgio_recv(io, m, FILES_RECV_TIMEOUT_MS);
+    if (r < 0)
+        return set_err(err, err_size, r, "connection lost during the files phase: %s", err_str(r));
+    return 0;
+}
+
+/* Receives the content of need n (FileData chunks, or FileDelta chunks for a delta need) into
+ * objects/<hex>. */
+static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
+                       files_rx_stats_t *stats, char *err, size_t err_size)
+{
+    char name[256], final[256];
+    uint8_t got[MF_HASH_LEN];
+    unsigned int glen = 0;
+    size_t plen = strlen(n->path);
+    sink_t k = {.fd = -1, .size = n->size};
+    rs_job_t *job = NULL;
+    int live_copy = -1, r = 0;
+    char *obuf = NULL;
+    wire_msg_t *m = NULL;
+    bool whole_started = false, done = false;
+
+    k.sha = EVP_MD_CTX_new();
+    obuf = malloc(IO_CHUNK);
+    if (!k.sha || !obuf || EVP_DigestInit_ex(k.sha, EVP_sha256(), NULL) != 1) {
+        r = set_err(err, err_size, -ENOMEM, "out of memory");
+        goto out;
+    }
+    hash_hex_name(final, sizeof(final), GEN_OBJECTS, n->hash);
+    while (!done) {
+        r = recv_msg(io, &m, err, err_size);
+        if (r < 0)
+            goto out;
+        bool data = m->type == WIRE_FILE_DATA, delta = m->type == WIRE_FILE_DELTA;
+        const wire_bytes_t *p = data ? &m->u.file_data.path : &m->u.file_delta.path;
+        if ((!data && !delta) || p->len != plen || memcmp(p->data, n->path, plen) != 0) {
+            char q[512];
+            r = set_err(err, err_size, ERR_PROTOCOL, "expected the content of '%s', got %s",
+                        safefs_quote(n->path, plen, q, sizeof(q)), wire_type_name(m->type));
+            goto out;
+        }
+        if (data && !whole_started) {
+            /* First FileData chunk: a whole transfer into partial/<hex>, resumed when the
+             * agent starts at our resume offset. */
+            if (job) {
+                r = set_err(err, err_size, ERR_PROTOCOL, "FileData after FileDelta");
+                goto out;
+            }
+            whole_started = true;
+            hash_hex_name(name, sizeof(name), GEN_PARTIAL, n->hash);
+            k.fd = openat(st->staging_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+            if (k.fd < 0) {
+                r = set_err(err, err_size, -errno, "cannot write %s: %s", name, strerror(errno));
+                goto out;
+            }
+            uint64_t off = m->u.file_data.offset;
+            if (off != 0 && off != n->resume) {
+                r = refuse(st, err, err_size, n->path, plen, "content sent from a wrong offset");
+                goto out;
+            }
+            r = off ? sink_rehash(&k, off) : (ftruncate(k.fd, 0) < 0 ? -errno : 0);
+            if (r < 0) {
+                set_err(err, err_size, r, "cannot resume %s: %s", name, strerror(-r));
+                goto out;
+            }
+        } else if (delta && !job) {
+            if (whole_started || n->transfer != WIRE_TRANSFER_DELTA || st->live_fd < 0) {
+                r = set_err(err, err_size, ERR_PROTOCOL, "unexpected FileDelta");
+                goto out;
+            }
+            live_copy = safefs_open(st->live_fd, n->path, O_RDONLY, 0);
+            snprintf(name, sizeof(name), "%s/delta", GEN_TMP);
+            k.fd = openat(st->staging_fd, name, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                          0600);
+            job = live_copy >= 0 && k.fd >= 0 ? rs_patch_begin(on_patch_copy, &live_copy) : NULL;
+            if (!job) {
+                r = set_err(err, err_size, live_copy < 0 ? live_copy : -errno,
+                            "cannot apply a delta to %s", n->path);
+                goto out;
+            }
+        }
+        if (data) {
+            const wire_file_data_t *d = &m->u.file_data;
+            if (d->offset != k.written) {
+                r = refuse(st, err, err_size, n->path, plen, "content chunks out of order");
+                goto out;
+            }
+            if (d->zstd) {
+                ZSTD_inBuffer in = {d->data.data, d->data.len, 0};
+                size_t zr = 1;
+                ZSTD_DCtx_reset(zd, ZSTD_reset_session_only);
+                while (in.pos < in.size || zr != 0) {
+                    ZSTD_outBuffer out = {obuf, IO_CHUNK, 0};
+                    zr = ZSTD_decompressStream(zd, &out, &in);
+                    if (ZSTD_isError(zr) || (zr != 0 && in.pos == in.size && out.pos == 0)) {
+                        r = refuse(st, err, err_size, n->path, plen,
+                                   "a chunk is not one complete zstd frame");
+                        goto out;
+                    }
+                    r = sink_write(&k, obuf, out.pos);
+                    if (r < 0)
+                        goto sink_fail;
+                }
+            } else {
+                r = sink_write(&k, d->data.data, d->data.len);
+                if (r < 0)
+                    goto sink_fail;
+            }
+            stats->bytes_received += d->data.len;
+            done = d->last;
+        } else {
+            const wire_file_delta_t *d = &m->u.file_delta;
+            rs_buffers_t b = {.next_in = (char *)(uintptr_t)d->delta.data,
+                              .avail_in = d->delta.len,
+                              .eof_in = d->last};
+            stats->bytes_received += d->delta.len;
+            for (unsigned idle = 0;;) {
+                b.next_out = obuf;
+                b.avail_out = IO_CHUNK;
+                rs_result rr = rs_job_iter(job, &b);
+                size_t produced = IO_CHUNK - b.avail_out;
+                r = sink_write(&k, obuf, produced);
+                if (r < 0)
+                    goto sink_fail;
+                if (rr == RS_DONE) {
+                    if (!d->last || b.avail_in) {
+                        r = refuse(st, err, err_size, n->path, plen, "delta ends too early");
+                        goto out;
+                    }
+                    break;
+                }
+                if (rr != RS_BLOCKED) {
+                    r = refuse(st, err, err_size, n->path, plen, "delta does not apply");
+                    goto out;
+                }
+                idle = produced ? 0 : idle + 1;
+                if (!d->last && b.avail_in == 0 && produced == 0)
+                    break; /* wants the next chunk */
+                if (d->last && idle > 1000) {
+                    r = refuse(st, err, err_size, n->path, plen, "delta is truncated");
+                    goto out;
+                }
+            }
+            done = d->last;
+        }
+        wire_msg_free(m);
+        m = NULL;
+    }
+    EVP_DigestFinal_ex(k.sha, got, &glen);
+    if (k.written != n->size || memcmp(got, n->hash, MF_HASH_LEN) != 0) {
+        unlinkat(st->staging_fd, name, 0);
+        r = refuse(st, err, err_size, n->path, plen,
+                   k.written != n->size ? "content size differs from the listing"
+                                        : "content does not match its SHA-256");
+        goto out;
+    }
+    /* No fsync per file: syncfs before the switch makes the generation durable, and an object
+     * a crash may have left half-written is hashed again before a later sync reuses it. */
+    if (renameat(st->staging_fd, name, st->staging_fd, final) < 0) {
+        r = set_err(err, err_size, -errno, "cannot store %s: %s", final, strerror(errno));
+        goto out;
+    }
+    hslot_t *s = htab_add(&st->tab, n->hash);
+    if (!s) {
+        r = set_err(err, err_size, -ENOMEM, "out of memory");
+        goto out;
+    }
+    s->state |= H_OBJECT;
+    r = 0;
+    goto out;
+sink_fail:
+    if (r == ERR_REFUSED)
+        r = refuse(st, err, err_size, n->path, plen, "more content than its listed size");
+    else
+        set_err(err, err_size, r, "cannot write %s: %s", name, strerror(-r));
+out:
+    wire_msg_free(m);
+    if (job)
+        rs_job_free(job);
+    if (live_copy >= 0)
+        close(live_copy);
+    if (k.fd >= 0)
+        close(k.fd);
+    EVP_MD_CTX_free(k.sha);
+    free(obuf);
+    return r;
+}
+
+/* ---- the files phase ---- */
+
 int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool dry_run,
-                        files_rx_stats_t *stats, char *err, size_t err_size) { return ERR_INTERNAL; }
+                        files_rx_stats_t *stats, char *err, size_t err_size)
+{
+    const gen_opts_t *o = gen_store_opts(st->g);
+    mf_writer_t *lw = NULL, *dw = NULL;
+    mf_reader_t *live = NULL;
+    mf_entry_t le = {0};
+    int lr = 0, r;
+    char *prev = NULL, *path = NULL, *target = NULL;
+    uint64_t listed = 0, total = 0, need_bytes = 0;
+    wire_msg_t *m = NULL;
+    ZSTD_DCtx *zd = NULL;
+    buf_t sig = BUF_INIT;
+    char lpath[PATH_MAX];
+
+    st->full = full_listing;
+    if (!full_listing && !gen_store_live_manifest(st->g))
+        return set_err(err, err_size, ERR_INTERNAL,
+                       "incremental listing without a live generation");
+    snprintf(lpath, sizeof(lpath), "%s/staging/" LISTING, o->data);
+    r = mf_writer_open(lpath, &lw);
+    if (r == 0) {
+        snprintf(lpath, sizeof(lpath), "%s/staging/" DELETIONS, o->data);
+        r = mf_writer_open(lpath, &dw);
+    }
+    if (r == 0 && gen_store_live_manifest(st->g))
+        r = mf_reader_open(gen_store_live_manifest(st->g), &live, NULL);
+    if (r < 0) {
+        set_err(err, err_size, r, "cannot spool the listing: %s", err_str(r));
+        goto out;
+    }
+    if (live && (lr = mf_reader_next(live, &le)) < 0)
+        goto live_fail;
+
+    /* FileEntry* until FilesEnd. */
+    for (;;) {
+        r = recv_msg(io, &m, err, err_size);
+        if (r < 0)
+            goto out;
+        if (m->type == WIRE_FILES_END)
+            break;
+        if (m->type != WIRE_FILE_ENTRY) {
+            r = set_err(err, err_size, ERR_PROTOCOL, "expected FileEntry or FilesEnd, got %s",
+                        wire_type_name(m->type));
+            goto out;
+        }
+        const wire_file_entry_t *fe = &m->u.file_entry;
+        free(path);
+        free(target);
+        path = target = NULL;
+        if (copy_bytes(&fe->path, &path) < 0 || copy_bytes(&fe->link_target, &target) < 0) {
+            r = set_err(err, err_size, -ENOMEM, "out of memory");
+            goto out;
+        }
+        size_t plen = fe->path.len;
+        if (plen == 0 || plen >= MF_PATH_MAX || strlen(path) != plen) {
+            r = refuse(st, err, err_size, path, plen, "bad path");
+            goto out;
+        }
+        if (prev && mf_path_cmp(prev, path) >= 0) {
+            r = refuse(st, err, err_size, path, plen, "listing out of order or repeated");
+            goto out;
+        }
+        free(prev);
+        prev = strdup(path);
+        if (!prev) {
+            r = set_err(err, err_size, -ENOMEM, "out of memory");
+            goto out;
+        }
+        stats->entries++;
+        if (++listed > o->max_files) {
+            r = refuse(st, err, err_size, path, plen, "over [limits] max_files entries");
+            goto out;
+        }
+        mf_entry_t e = {.path = path,
+                        .kind = (mf_kind_t)fe->kind,
+                        .mode = fe->mode & 07777,
+                        .mtime_ns = fe->mtime_ns};
+        if (fe->deleted) {
+            if (full_listing) {
+                r = refuse(st, err, err_size, path, plen, "a deletion in a full listing");
+                goto out;
+            }
+            e.kind = MF_DIRECTORY;
+            e.mode = 0;
+            r = mf_writer_add(dw, &e);
+            if (r < 0)
+                goto spool_fail;
+            wire_msg_free(m);
+            m = NULL;
+            continue;
+        }
+        if (fe->kind == WIRE_FILE_SYMLINK) {
+            const char *why = check_link_target(path, &fe->link_target);
+            if (why) {
+                r = refuse(st, err, err_size, path, plen, why);
+                goto out;
+            }
+            e.link_target = target;
+            e.mode = 0777;
+        } else if (fe->kind == WIRE_FILE_REGULAR) {
+            if (fe->hash.len != MF_HASH_LEN) {
+                r = refuse(st, err, err_size, path, plen, "regular file without a SHA-256");
+                goto out;
+            }
+            if (fe->size > o->max_file_size) {
+                r = refuse(st, err, err_size, path, plen, "larger than [limits] max_file_size");
+                goto out;
+            }
+            total += fe->size;
+            if (total > o->max_total_size) {
+                r = refuse(st, err, err_size, path, plen,
+                           "the files add up to more than [limits] max_total_size");
+                goto out;
+            }
+            e.size = fe->size;
+            memcpy(e.hash, fe->hash.data, MF_HASH_LEN);
+        }
+        r = mf_writer_add(lw, &e);
+        if (r < 0)
+            goto spool_fail;
+        if (e.kind != MF_REGULAR) {
+            wire_msg_free(m);
+            m = NULL;
+            continue;
+        }
+        /* Merge-join with the live manifest: the same path's live entry, if any. */
+        while (lr == 1 && mf_path_cmp(le.path, path) < 0)
+            if ((lr = mf_reader_next(live, &le)) < 0)
+                goto live_fail;
+        bool same_path = lr == 1 && !strcmp(le.path, path) && le.kind == MF_REGULAR;
+        hslot_t *s = htab_find(&st->tab, e.hash);
+        char obj[256];
+        struct stat ost;
+        if ((same_path && !memcmp(le.hash, e.hash, MF_HASH_LEN)) || s) {
+            if (s && !(s->state & H_LIVE))
+                stats->reused_by_hash++;
+        } else {
+            hash_hex_name(obj, sizeof(obj), GEN_OBJECTS, e.hash);
+            s = htab_add(&st->tab, e.hash);
+            if (!s) {
+                r = set_err(err, err_size, -ENOMEM, "out of memory");
+                goto out;
+            }
+            if (fstatat(st->staging_fd, obj, &ost, AT_SYMLINK_NOFOLLOW) == 0 &&
+                S_ISREG(ost.st_mode) && (uint64_t)ost.st_size == e.size &&
+                object_intact(st->staging_fd, obj, e.hash)) {
+                s->state |= H_OBJECT; /* received by an earlier, interrupted sync */
+                stats->reused_by_hash++;
+            } else {
+                uint64_t resume = 0;
+                wire_transfer_t tr = WIRE_TRANSFER_WHOLE;
+                hash_hex_name(obj, sizeof(obj), GEN_PARTIAL, e.hash);
+                if (same_path && le.size > DELTA_MIN_SIZE && e.size > DELTA_MIN_SIZE)
+                    tr = WIRE_TRANSFER_DELTA;
+                else if (fstatat(st->staging_fd, obj, &ost, AT_SYMLINK_NOFOLLOW) == 0 &&
+                         S_ISREG(ost.st_mode) && (uint64_t)ost.st_size < e.size)
+                    resume = (uint64_t)ost.st_size;
+                r = add_need(st, path, e.hash, e.size, tr, resume);
+                if (r < 0) {
+                    set_err(err, err_size, r, "out of memory");
+                    goto out;
+                }
+                s->state |= H_OBJECT; /* will be */
+            }
+        }
+        wire_msg_free(m);
+        m = NULL;
+    }
+    wire_msg_free(m);
+    m = NULL;
+    r = mf_writer_commit(lw, (uint8_t[MF_HASH_LEN]){0}, NULL);
+    lw = NULL;
+    if (r == 0) {
+        r = mf_writer_commit(dw, (uint8_t[MF_HASH_LEN]){0}, NULL);
+        dw = NULL;
+    }
+    if (r < 0)
+        goto spool_fail;
+
+    /* FileNeed* then FilesNeedEnd. */
+    for (size_t i = 0; i < st->n_needs; i++) {
+        need_t *n = &st->needs[i];
+        wire_msg_t nm = {.type = WIRE_FILE_NEED};
+        buf_reset(&sig);
+        if (n->transfer == WIRE_TRANSFER_DELTA) {
+            int fd = safefs_open(st->live_fd, n->path, O_RDONLY, 0);
+            struct stat fst;
+            if (fd < 0 || fstat(fd, &fst) < 0 || !S_ISREG(fst.st_mode) ||
+                signature_of(fd, (uint64_t)fst.st_size, &sig) < 0)
+                n->transfer = WIRE_TRANSFER_WHOLE;
+            if (fd >= 0)
+                close(fd);
+        }
+        nm.u.file_need.path.data = (const uint8_t *)n->path;
+        nm.u.file_need.path.len = strlen(n->path);
+        nm.u.file_need.transfer = n->transfer;
+        if (n->transfer == WIRE_TRANSFER_DELTA) {
+            nm.u.file_need.signature.data = buf_data(&sig);
+            nm.u.file_need.signature.len = sig.len;
+        } else {
+            nm.u.file_need.resume_offset = n->resume;
+        }
+        need_bytes += n->size - (n->transfer == WIRE_TRANSFER_WHOLE ? n->resume : 0);
+        r = msgio_send(io, &nm);
+        if (r < 0) {
+            set_err(err, err_size, r, "connection lost sending FileNeed: %s", err_str(r));
+            goto out;
+        }
+    }
+    stats->needs = st->n_needs;
+    wire_msg_t end = {.type = WIRE_FILES_NEED_END};
+    end.u.files_need_end.need_count = st->n_needs;
+    end.u.files_need_end.need_bytes = need_bytes;
+    r = msgio_send(io, &end);
+    if (r < 0) {
+        set_err(err, err_size, r, "connection lost sending FilesNeedEnd: %s", err_str(r));
+        goto out;
+    }
+    if (dry_run)
+        goto out;
+
+    /* The contents, in the order asked. */
+    zd = ZSTD_createDCtx();
+    if (!zd || ZSTD_isError(ZSTD_DCtx_setParameter(zd, ZSTD_d_windowLogMax, 25))) {
+        r = set_err(err, err_size, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < st->n_needs; i++) {
+        r = receive_one(st, io, &st->needs[i], zd, stats, err, err_size);
+        if (r < 0)
+            goto out;
+    }
+    st->received = true;
+    r = 0;
+    goto out;
+live_fail:
+    r = set_err(err, err_size, lr, "cannot read the live manifest: %s", err_str(lr));
+    goto out;
+spool_fail:
+    set_err(err, err_size, r, "cannot spool the listing: %s", err_str(r));
+out:
+    wire_msg_free(m);
+    mf_writer_abort(lw);
+    mf_writer_abort(dw);
+    mf_reader_close(live);
+    ZSTD_freeDCtx(zd);
+    buf_free(&sig);
+    free(prev);
+    free(path);
+    free(target);
+    return r;
+}
+
+/* ---- building the new generation ---- */
+
+typedef struct dirmeta {
+    char *path;
+    uint32_t mode;
+    int64_t mtime_ns;
+} dirmeta_t;
+
+typedef struct builder {
+    stage_t *st;
+    mf_writer_t *w;
+    uint64_t count, total;
+    dirmeta_t *dirs;
+    size_t n_dirs, cap_dirs;
+    char *parent; /* the cached parent directory's path */
+    int parent_fd;
+    unsigned copy_seq;
+} builder_t;
+
+static struct timespec ts_of(int64_t ns)
+{
+    struct timespec t = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+    if (t.tv_nsec < 0) {
+        t.tv_nsec += 1000000000;
+        t.tv_sec--;
+    }
+    return t;
+}
+
+/* The directory holding path in the new tree, opened beneath the root without symlinks. */
+static int parent_of(builder_t *b, const char *path, const char **ret_name)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    *ret_name = slash ? slash + 1 : path;
+    if (b->parent && strlen(b->parent) == n && !strncmp(b->parent, path, n))
+        return b->parent_fd;
+    if (b->parent_fd >= 0)
+        close(b->parent_fd);
+    free(b->parent);
+    b->parent = strndup(path, n);
+    const char *name;
+    b->parent_fd = b->parent ? safefs_open_parent(b->st->root_fd, path, &name) : -ENOMEM;
+    if (b->parent_fd < 0) {
+        free(b->parent);
+        b->parent = NULL;
+    }
+    return b->parent_fd;
+}
+
+/* Sets owner, mode and mtime on a file we created (never one a generation holds). */
+static int set_meta(stage_t *st, int fd, const mf_entry_t *e)
+{
+    if (st->chown && fchown(fd, st->uid, st->gid) < 0) {
+        if (errno != EPERM)
+            return -errno;
+        gen_store_chown_denied(st->g);
+        st->chown = false;
+    }
+    struct timespec ts[2] = {ts_of(e->mtime_ns), ts_of(e->mtime_ns)};
+    if (fchmod(fd, e->mode & 07777) < 0 || futimens(fd, ts) < 0)
+        return -errno;
+    return 0;
+}
+
+/* Whether fd (a live file) can be shared as-is by e. */
+static bool same_meta(const stage_t *st, int fd, const mf_entry_t *e)
+{
+    struct stat s;
+    if (fstat(fd, &s) < 0 || !S_ISREG(s.st_mode) || (uint64_t)s.st_size != e->size)
+        return false;
+    if ((s.st_mode & 07777) != (e->mode & 07777))
+        return false;
+    if ((int64_t)s.st_mtim.tv_sec * 1000000000 + s.st_mtim.tv_nsec != e->mtime_ns)
+        return false;
+    return !st->chown || (s.st_uid == st->uid && s.st_gid == st->gid);
+}
+
+static int link_fd(int fd, int dirfd, const char *name)
+{
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+    if (linkat(AT_FDCWD, p, dirfd, name, AT_SYMLINK_FOLLOW) == 0)
+        return 0;
+    if (errno == ENOENT && linkat(fd, "", dirfd, name, AT_EMPTY_PATH) == 0)
+        return 0;
+    return -errno;
+}
+
+/* Places regular file e at dirfd/name: a link to a live file, the received object, or a copy. */
+static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, int dirfd,
+                      const char *name)
+{
+    stage_t *st = b->st;
+    hslot_t *s = htab_find(&st->tab, e->hash);
+    int src = -1, r;
+    char obj[256];
+
+    /* 1. A live file with this content, shared when its metadata matches. */
+    const char *cands[2] = {live_same_path ? e->path : NULL,
+                            s && (s->state & H_LIVE) ? st->tab.arena + s->path : NULL};
+    for (int i = 0; i < 2 && st->live_fd >= 0; i++) {
+        if (!cands[i])
+            continue;
+        int fd = safefs_open(st->live_fd, cands[i], O_RDONLY, 0);
+        if (fd < 0)
+            continue;
+        if (same_meta(st, fd, e)) {
+            r = link_fd(fd, dirfd, name);
+            close(fd);
+            return r;
+        }
+        if (src < 0)
+            src = fd;
+        else
+            close(fd);
+    }
+    /* 2. The received object, given its metadata once. */
+    hash_hex_name(obj, sizeof(obj), GEN_OBJECTS, e->hash);
+    if (s && (s->state & H_OBJECT) && !(s->state & H_USED)) {
+        int fd = openat(st->staging_fd, obj, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+            r = set_meta(st, fd, e);
+            if (r == 0)
+                r = linkat(st->staging_fd, obj, dirfd, name, 0) < 0 ? -errno : 0;
+            close(fd);
+            if (src >= 0)
+                close(src);
+            s->state |= H_USED;
+            return r;
+        }
+    }
+    /* 3. A copy of whatever holds the content. */
+    if (src < 0)
+        src = openat(st->staging_fd, obj, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (src < 0)
+        return -ENOENT;
+    char tmp[64];
+    snprintf(tmp, sizeof(tmp), GEN_TMP "/copy.%u", b->copy_seq++);
+    int out =
+        openat(st->staging_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (out < 0) {
+        r = -errno;
+        close(src);
+        return r;
+    }
+    r = 0;
+    for (uint64_t left = e->size; left > 0;) {
+        ssize_t n = copy_file_range(src, NULL, out, NULL, left, 0);
+        if (n <= 0) {
+            r = n < 0 ? -errno : -EIO;
+            break;
+        }
+        left -= (uint64_t)n;
+    }
+    if (r == 0)
+        r = set_meta(st, out, e);
+    close(src);
+    close(out);
+    if (r == 0 && renameat(st->staging_fd, tmp, dirfd, name) < 0)
+        r = -errno;
+    if (r < 0)
+        unlinkat(st->staging_fd, tmp, 0);
+    return r;
+}
+
+/* Adds e to the new manifest and creates it in the new tree. */
+static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, char *err, size_t err_size)
+{
+    stage_t *st = b->st;
+    const gen_opts_t *o = gen_store_opts(st->g);
+    const char *name;
+    size_t plen = strlen(e->path);
+    int r;
+
+    if (++b->count > o->max_files)
+        return refuse(st, err, err_size, e->path, plen, "over [limits] max_files entries");
+    if (e->kind == MF_REGULAR && (b->total += e->size) > o->max_total_size)
+        return refuse(st, err, err_size, e->path, plen,
+                      "the files add up to more than [limits] max_total_size");
+    r = mf_writer_add(b->w, e);
+    if (r < 0)
+        return refuse(st, err, err_size, e->path, plen, "entry out of order");
+    int dirfd = parent_of(b, e->path, &name);
+    if (dirfd < 0)
+        return refuse(st, err, err_size, e->path, plen,
+                      dirfd == -ENOENT ? "its directory is not in the tree"
+                                       : "its directory is not a directory of the tree");
+    switch (e->kind) {
+    case MF_DIRECTORY:
+        if (mkdirat(dirfd, name, 0700) < 0)
+            break;
+        if (b->n_dirs == b->cap_dirs) {
+            size_t cap = b->cap_dirs ? 2 * b->cap_dirs : 64;
+            dirmeta_t *d = realloc(b->dirs, cap * sizeof(*d));
+            if (!d)
+                return set_err(err, err_size, -ENOMEM, "out of memory");
+            b->dirs = d;
+            b->cap_dirs = cap;
+        }
+        b->dirs[b->n_dirs].path = strdup(e->path);
+        if (!b->dirs[b->n_dirs].path)
+            return set_err(err, err_size, -ENOMEM, "out of memory");
+        b->dirs[b->n_dirs].mode = e->mode;
+        b->dirs[b->n_dirs++].mtime_ns = e->mtime_ns;
+        return 0;
+    case MF_SYMLINK: {
+        struct timespec ts[2] = {ts_of(e->mtime_ns), ts_of(e->mtime_ns)};
+        if (symlinkat(e->link_target, dirfd, name) < 0)
+            break;
+        if (st->chown && fchownat(dirfd, name, st->uid, st->gid, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno != EPERM)
+                break;
+            gen_store_chown_denied(st->g);
+            st->chown = false;
+        }
+        if (utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+            break;
+        return 0;
+    }
+    case MF_REGULAR:
+        r = place_file(b, e, live_same_path, dirfd, name);
+        if (r == 0)
+            return 0;
+        errno = -r;
+        break;
+    }
+    char q[512];
+    return set_err(err, err_size, -errno, "cannot create '%s' in the new generation: %s",
+                   safefs_quote(e->path, plen, q, sizeof(q)), strerror(errno));
+}
+
+static bool under(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+    return dir[0] && !strncmp(path, dir, n) && path[n] == '/';
+}
+
+/* Merge-joins the live manifest, the listing and the deletions into the new tree. */
+static int build(builder_t *b, char *err, size_t err_size)
+{
+    stage_t *st = b->st;
+    const gen_opts_t *o = gen_store_opts(st->g);
+    mf_reader_t *L = NULL, *U = NULL, *D = NULL;
+    mf_entry_t l, u, d;
+    int lr = 0, ur, dr = 0, r;
+    char path[PATH_MAX], *skip = NULL;
+
+    snprintf(path, sizeof(path), "%s/staging/" LISTING, o->data);
+    r = mf_reader_open(path, &U, NULL);
+    if (r == 0 && !st->full) {
+        snprintf(path, sizeof(path), "%s/staging/" DELETIONS, o->data);
+        r = mf_reader_open(path, &D, NULL);
+    }
+    /* With a full listing the live tree only lends content: what is not listed is gone. */
+    if (r == 0 && gen_store_live_manifest(st->g))
+        r = mf_reader_open(gen_store_live_manifest(st->g), &L, NULL);
+    if (r < 0)
+        return set_err(err, err_size, r, "cannot read the spooled listing: %s", err_str(r));
+    ur = mf_reader_next(U, &u);
+    if (L)
+        lr = mf_reader_next(L, &l);
+    if (D)
+        dr = mf_reader_next(D, &d);
+    while (r == 0 && (ur == 1 || lr == 1)) {
+        int c = ur != 1 ? -1 : lr != 1 ? 1 : mf_path_cmp(l.path, u.path);
+        if (c < 0) {
+            /* Only in the live tree: kept unless deleted. */
+            bool drop = st->full || (skip && under(l.path, skip));
+            while (!drop && dr == 1 && mf_path_cmp(d.path, l.path) < 0)
+                dr = mf_reader_next(D, &d);
+            if (!drop && dr == 1 && !strcmp(d.path, l.path))
+                drop = true;
+            if (drop && l.kind == MF_DIRECTORY && !(skip && under(l.path, skip))) {
+                free(skip);
+                skip = strdup(l.path);
+                if (!skip)
+                    r = -ENOMEM;
+            }
+            if (!drop && r == 0)
+                r = emit(b, &l, true, err, err_size);
+            lr = mf_reader_next(L, &l);
+        } else if (c > 0) {
+            if (skip && under(u.path, skip))
+                r = refuse(st, err, err_size, u.path, strlen(u.path),
+                           "listed under a directory that is deleted or replaced");
+            else
+                r = emit(b, &u, false, err, err_size);
+            ur = mf_reader_next(U, &u);
+        } else {
+            /* Changed: a live directory replaced by something else loses its subtree. */
+            if (l.kind == MF_DIRECTORY && u.kind != MF_DIRECTORY) {
+                free(skip);
+                skip = strdup(l.path);
+                if (!skip)
+                    r = -ENOMEM;
+            }
+            bool same = l.kind == MF_REGULAR && u.kind == MF_REGULAR &&
+                        !memcmp(l.hash, u.hash, MF_HASH_LEN);
+            if (r == 0)
+                r = emit(b, &u, same, err, err_size);
+            ur = mf_reader_next(U, &u);
+            lr = mf_reader_next(L, &l);
+        }
+        if (r == 0 && (ur < 0 || lr < 0 || dr < 0))
+            r = set_err(err, err_size, ERR_PROTOCOL, "a manifest is corrupt");
+        if (r == -ENOMEM)
+            set_err(err, err_size, r, "out of memory");
+    }
+    free(skip);
+    mf_reader_close(L);
+    mf_reader_close(U);
+    mf_reader_close(D);
+    return r;
+}
+
+/* Directory modes, owners and mtimes, deepest first, once nothing more is created in them. */
+static int finish_dirs(builder_t *b, char *err, size_t err_size)
+{
+    stage_t *st = b->st;
+    for (size_t i = b->n_dirs; i-- > 0;) {
+        dirmeta_t *d = &b->dirs[i];
+        mf_entry_t e = {.path = d->path, .mode = d->mode, .mtime_ns = d->mtime_ns};
+        int fd = safefs_open(st->root_fd, d->path, O_RDONLY | O_DIRECTORY, 0);
+        int r = fd < 0 ? fd : set_meta(st, fd, &e);
+        if (fd >= 0)
+            close(fd);
+        if (r < 0) {
+            char q[512];
+            return set_err(err, err_size, r, "cannot set the metadata of '%s': %s",
+                           safefs_quote(d->path, strlen(d->path), q, sizeof(q)), strerror(-r));
+        }
+    }
+    if (st->chown && fchown(st->root_fd, st->uid, st->gid) < 0 && errno == EPERM)
+        gen_store_chown_denied(st->g);
+    return fchmod(st->root_fd, 0755) < 0
+               ? set_err(err, err_size, -errno, "chmod root: %s", strerror(errno))
+               : 0;
+}
+
 int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64_t *ret_generation,
-                 char *err, size_t err_size) { return ERR_INTERNAL; }
-void stage_abort(stage_t *st) {}
+                 char *err, size_t err_size)
+{
+    const gen_opts_t *o = gen_store_opts(st->g);
+    const uint8_t *live_digest = gen_store_live_digest(st->g);
+    builder_t b = {.st = st, .parent_fd = -1};
+    uint8_t digest[MF_HASH_LEN];
+    char path[PATH_MAX];
+    int r;
+
+    if (!st->received) {
+        r = set_err(err, err_size, ERR_INTERNAL, "stage_commit before the files were received");
+        goto out;
+    }
+    if (live_digest && !memcmp(live_digest, expected_digest, MF_HASH_LEN)) {
+        *ret_generation = gen_store_live(st->g);
+        r = 1;
+        goto out;
+    }
+    snprintf(path, sizeof(path), "%s/staging/" GEN_STAGE_DIR "/manifest", o->data);
+    r = mf_writer_open(path, &b.w);
+    if (r < 0) {
+        set_err(err, err_size, r, "cannot write %s: %s", path, err_str(r));
+        goto out;
+    }
+    r = build(&b, err, err_size);
+    if (r < 0)
+        goto out;
+    r = mf_writer_commit(b.w, digest, NULL);
+    b.w = NULL;
+    if (r < 0) {
+        set_err(err, err_size, r, "cannot write %s: %s", path, err_str(r));
+        goto out;
+    }
+    if (memcmp(digest, expected_digest, MF_HASH_LEN) != 0) {
+        char a[2 * MF_HASH_LEN + 1], x[2 * MF_HASH_LEN + 1];
+        mf_hash_hex(digest, a);
+        mf_hash_hex(expected_digest, x);
+        st->refused = true;
+        r = set_err(err, err_size, ERR_REFUSED,
+                    "the tree built (digest %.16s...) is not the agent's (digest %.16s...): "
+                    "refusing to switch",
+                    a, x);
+        goto out;
+    }
+    /* The database side's changes (wp-config.php), then the directories' final owners, modes
+     * and mtimes: a directory given to [site] owner may no longer be writable by us. */
+    r = gen_store_prepare(st->g, st->gen, st->root_fd, err, err_size);
+    if (r == 0)
+        r = finish_dirs(&b, err, err_size);
+    if (r < 0)
+        goto out;
+    close(st->root_fd);
+    st->root_fd = -1;
+    r = gen_store_install(st->g, st->gen, digest, err, err_size);
+    if (r < 0)
+        goto out;
+    *ret_generation = st->gen;
+    /* Everything received is linked into the generation now. */
+    safefs_rm_tree(st->staging_fd, GEN_OBJECTS);
+    safefs_rm_tree(st->staging_fd, GEN_PARTIAL);
+    (void)mkdirat(st->staging_fd, GEN_OBJECTS, 0700);
+    (void)mkdirat(st->staging_fd, GEN_PARTIAL, 0700);
+out:
+    mf_writer_abort(b.w);
+    if (b.parent_fd >= 0)
+        close(b.parent_fd);
+    free(b.parent);
+    for (size_t i = 0; i < b.n_dirs; i++)
+        free(b.dirs[i].path);
+    free(b.dirs);
+    stage_abort(st);
+    return r;
+}

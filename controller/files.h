@@ -14,6 +14,9 @@ typedef struct files_rx_stats {
 /* Starts a stage for the next generation. */
 int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size);
 
+/* The number the stage's generation will get (for the database side's staging). */
+uint64_t stage_generation(const stage_t *st);
+
 /* Runs the files phase after SyncReady was sent: receives FileEntry* + FilesEnd (a full listing
  * when full_listing, else changes against the live generation), sends FileNeed* +
  * FilesNeedEnd, receives the contents, verifying every file's hash. Refuses unsafe paths,

@@ -21,10 +21,10 @@
 #include "manifest.h"
 
 typedef struct gen_opts {
-    const char *data;     /* [site] data, absolute */
-    const char *docroot;  /* [site] docroot, absolute: the symlink */
-    const char *owner;    /* [site] owner, USER:GROUP ("" or NULL: leave as is) */
-    unsigned keep;        /* [retention] generations */
+    const char *data;    /* [site] data, absolute */
+    const char *docroot; /* [site] docroot, absolute: the symlink */
+    const char *owner;   /* [site] owner, USER:GROUP ("" or NULL: leave as is) */
+    unsigned keep;       /* [retention] generations */
     uint64_t max_files, max_file_size, max_total_size; /* [limits] */
 } gen_opts_t;
 
@@ -46,8 +46,8 @@ typedef struct stage stage_t;
 
 /* Opens the store, creating the layout if needed, and finishes or undoes a switch a crash
  * interrupted (journal + hooks->db_is_live). Returns 0 or a negative code with err. */
-int gen_store_open(const gen_opts_t *opts, const gen_hooks_t *hooks, gen_store_t **ret,
-                   char *err, size_t err_size);
+int gen_store_open(const gen_opts_t *opts, const gen_hooks_t *hooks, gen_store_t **ret, char *err,
+                   size_t err_size);
 void gen_store_close(gen_store_t *g);
 
 /* The live generation (0: none yet), its tree digest and manifest path. */
@@ -58,8 +58,18 @@ const char *gen_store_live_manifest(const gen_store_t *g);
 /* Generations on disk, newest first; returns the count. */
 size_t gen_store_list(const gen_store_t *g, uint64_t *ret, size_t max);
 
-/* Switches the docroot back to an older kept generation at once (and its database through
- * hooks->switch_db). */
+/* Re-reads which generation the docroot points at (another process may have rolled back).
+ * Returns 0 or a negative code with err. */
+int gen_store_refresh(gen_store_t *g, char *err, size_t err_size);
+
+/* Takes the store's lock (data/lock, flock) for a sync or a rollback; ERR_OVERLOADED when
+ * another process or stage holds it. gen_store_unlock releases it. */
+int gen_store_lock(gen_store_t *g, char *err, size_t err_size);
+void gen_store_unlock(gen_store_t *g);
+
+/* Switches the docroot to another kept generation at once (and its database through
+ * hooks->switch_db), journaled like a sync's switch. The caller holds the lock. Returns 0 or a
+ * negative code with err (ERR_USAGE for a generation that is live or not kept). */
 int gen_rollback(gen_store_t *g, uint64_t generation, char *err, size_t err_size);
 
 #endif

@@ -6,6 +6,10 @@ static const cli_cmd_t commands[] = {
     {"init", cmd_init, "create this host's key, certificate and a config template"},
     {"serve", cmd_serve, "accept syncs from agents (foreground; logs to stderr)"},
     {"firewall", cmd_firewall, "print, check or apply the backup's firewall ruleset"},
+    {"rollback", cmd_rollback, "switch the site back to an earlier generation"},
+    {"generations", cmd_generations, "list the kept generations (* marks the live one)"},
+    {"dumps", cmd_dumps, "list the retained database dumps"},
+    {"trust", cmd_trust, "add a peer fingerprint to the config"},
     {NULL, NULL, NULL},
 };
 

@@ -99,14 +99,16 @@ static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *be
                      const char *peer, uint64_t *ret_gen, bool *ret_unchanged, char *err,
                      size_t err_size)
 {
-    uint64_t live = gen_store_live(s->gen);
-    const uint8_t *live_digest = gen_store_live_digest(s->gen);
-    bool full = live == 0 || begin->base_generation != live;
     files_rx_stats_t fst = {0};
     dbrecv_stats_t dst = {0};
     stage_t *st = NULL;
     wire_msg_t *m = NULL;
-    int r;
+    int r = gen_store_refresh(s->gen, err, err_size); /* `rollback` may have run meanwhile */
+    if (r < 0)
+        return r;
+    uint64_t live = gen_store_live(s->gen);
+    const uint8_t *live_digest = gen_store_live_digest(s->gen);
+    bool full = live == 0 || begin->base_generation != live;
 
     wire_msg_t ready = {.type = WIRE_SYNC_READY};
     ready.u.sync_ready.live_generation = live;
@@ -137,7 +139,8 @@ static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *be
             r = ERR_CONFIG;
             goto out;
         }
-        r = dbrecv_run(s->db, io, &m->u.db_begin, live + 1, begin->dry_run, &dst, err, err_size);
+        r = dbrecv_run(s->db, io, &m->u.db_begin, stage_generation(st), begin->dry_run, &dst, err,
+                       err_size);
         wire_msg_free(m);
         m = NULL;
         if (r < 0)
@@ -191,8 +194,8 @@ int syncer_run(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin, c
     pthread_mutex_unlock(&s->mu);
     if (r < 0) {
         log_error("%s: sync failed: %s", peer, err[0] ? err : err_str(r));
-        return send_result(io, WIRE_STATUS_FAILED, gen_store_live(s->gen), r,
-                           err[0] ? err : err_str(r));
+        return send_result(io, r == ERR_REFUSED ? WIRE_STATUS_REFUSED : WIRE_STATUS_FAILED,
+                           gen_store_live(s->gen), r, err[0] ? err : err_str(r));
     }
     return send_result(io, unchanged ? WIRE_STATUS_UNCHANGED : WIRE_STATUS_APPLIED, gen, 0,
                        begin->dry_run ? "dry run: nothing changed" : "");

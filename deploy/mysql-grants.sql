@@ -7,8 +7,16 @@
 -- them, and swap them in as the site's live database; so it creates, fills, renames and drops
 -- schemas and tables. It does not need any global privilege, and it gets none: its account is
 -- confined to the schemas whose names start with "understudy_", which holds
---   * the site's live database, [database] name in controller.conf (here understudy_blog), and
---   * the staging schemas the controller creates next to it (understudy_blog_...).
+--   * the site's live database, [database] name in controller.conf (here understudy_blog;
+--     at most 40 characters), and the schemas the controller creates next to it:
+--   * understudy_blog_new<N>  the changed tables of generation N while it is received and
+--                             until it is switched in (and after a rollback undid it),
+--   * understudy_blog_meta    the manifest of the live generation (which tables, views and
+--                             triggers it has, with the primary's digests),
+--   * understudy_blog_old<N>  the tables generation N replaced (what a rollback puts back),
+--                             kept until N is older than [retention] generations.
+-- The switch is one multi-table RENAME TABLE across these schemas (atomic and crash-safe on
+-- MariaDB >= 10.6), so they must all live on this server's one datadir.
 -- A compromised controller (or primary feeding it) therefore cannot read or change any other
 -- database on this server, nor the mysql schema, nor grant anything to anyone.
 --
@@ -35,15 +43,20 @@ CREATE USER IF NOT EXISTS 'understudy'@'localhost' IDENTIFIED VIA unix_socket;
 GRANT ALL PRIVILEGES ON `understudy\_%`.* TO 'understudy'@'localhost';
 -- GRANT ALL PRIVILEGES ON `understudy\_%`.* TO 'understudy'@'127.0.0.1';
 
+-- The bulk import uses LOAD DATA LOCAL INFILE fed from memory (no file is read on either
+-- host): the server's local_infile must be ON (MariaDB's default). It needs no FILE privilege.
+
 -- Not granted, on purpose:
 --   * SET USER (SUPER before MariaDB 10.5.2): views, triggers and stored routines whose DEFINER
 --     is another account cannot be recreated as they are. WordPress core defines none; a
 --     plugin that does fails the sync with a privilege error naming the object.
 --   * FILE, PROCESS, RELOAD, REPLICATION ...: the controller reads and writes data over the
 --     connection only.
+--   * BINLOG ADMIN: with it the controller would import with sql_log_bin = 0; without it, on a
+--     backup whose binary log is on, imports are logged like any other write.
 
--- The WordPress site itself, served from this backup after a failover, keeps the account that
--- its wp-config.php names, with rights on its live database only, e.g.
---   GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX, DROP
---       ON `understudy_blog`.* TO 'wordpress'@'localhost';
--- (no wildcard there: the site has no business in the staging schemas).
+-- The WordPress site itself, served from this backup after a failover: the controller writes
+-- [database] user, the password from password_file, host:port (or localhost:socket) and name
+-- into each generation's wp-config.php in place of the primary's. With unix_socket
+-- authentication (option 1) PHP runs as another system user and cannot log in as
+-- 'understudy': use option 2 on a backup that is to serve the site.

@@ -135,12 +135,27 @@ static void test_order_enforced(void **state)
     unlink(path);
 }
 
+static void test_link_escapes(void **state)
+{
+    assert_false(mf_link_escapes("a/link", "target"));
+    assert_false(mf_link_escapes("a/link", "../b/c"));
+    assert_false(mf_link_escapes("a/b/link", "../../x"));
+    assert_true(mf_link_escapes("a/link", "./x/../y")); /* '..' after a name */
+    assert_true(mf_link_escapes("chain", "self/self/self/../../.."));
+    assert_true(mf_link_escapes("link", "../x"));
+    assert_true(mf_link_escapes("a/link", "../../x"));
+    assert_true(mf_link_escapes("a/link", "x/../../../y"));
+    assert_true(mf_link_escapes("a/link", "/etc/passwd"));
+    assert_true(mf_link_escapes("a/link", ""));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_walk_order),
         cmocka_unit_test(test_round_trip_and_digest),
         cmocka_unit_test(test_order_enforced),
+        cmocka_unit_test(test_link_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,42 @@
+/* What controller/files.c needs from the generation store beyond generation.h: the store's
+ * directories, the owner to give files, and the switch itself. Not for other modules. */
+#ifndef UNDERSTUDY_GENPRIV_H
+#define UNDERSTUDY_GENPRIV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "generation.h"
+
+/* The staging directory's names (under data/staging/). */
+#define GEN_STAGE_DIR "gen"     /* the generation being built: root/, manifest, meta */
+#define GEN_OBJECTS   "objects" /* content received, by hex SHA-256, kept across syncs */
+#define GEN_PARTIAL   "partial" /* whole transfers cut off, by hex SHA-256, for resume */
+#define GEN_TMP       "tmp"     /* files being written */
+
+const gen_opts_t *gen_store_opts(const gen_store_t *g);
+/* data/staging, opened by the store (do not close). */
+int gen_store_staging_fd(const gen_store_t *g);
+/* Opens the live generation's root directory (caller closes); -ENOENT when none is live. */
+int gen_store_open_live_root(const gen_store_t *g);
+/* The number the next generation gets: one past the newest on disk (after a rollback the newer
+ * generations stay, so this is not always live + 1). */
+uint64_t gen_store_next(const gen_store_t *g);
+/* The owner files get: true and the ids when chowning is on. */
+bool gen_store_owner(const gen_store_t *g, uid_t *ret_uid, gid_t *ret_gid);
+/* A chown failed with EPERM: warn once and stop chowning. */
+void gen_store_chown_denied(gen_store_t *g);
+
+/* Runs hooks->prepare on the staged tree (before its directories get their final owners and
+ * modes, so the hook can still create files in them). Returns 0 or the hook's error. */
+int gen_store_prepare(gen_store_t *g, uint64_t generation, int root_fd, char *err, size_t err_size);
+
+/* Makes data/staging/gen (complete: root/ and manifest) generation `generation` and live:
+ * writes its meta, journals, renames it into generations/, runs
+ * hooks->switch_db, flips the docroot symlink, ends the journal, prunes. On failure before the
+ * flip the live generation is untouched. Returns 0 or a negative code with err. */
+int gen_store_install(gen_store_t *g, uint64_t generation, const uint8_t digest[MF_HASH_LEN],
+                      char *err, size_t err_size);
+
+#endif
