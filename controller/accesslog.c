@@ -78,6 +78,7 @@ struct accesslog {
     al_file_t *files;
     size_t n_files;
     time_t since;
+    size_t budget; /* bytes read per file per poll */
     char error[512];
     char chunk[AL_READ_CHUNK];
 };
@@ -298,6 +299,7 @@ int accesslog_new(const al_opts_t *opts, accesslog_t **ret, char *err, size_t er
 
     if (!al)
         return UV_ENOMEM;
+    al->budget = AL_POLL_BUDGET;
     r = compile_format(al, fmt, err, err_size);
     if (r == 0)
         r = add_rule(al, "POST /wp-cron.php", err, err_size);
@@ -353,6 +355,11 @@ void accesslog_free(accesslog_t *al)
 void accesslog_set_since(accesslog_t *al, time_t since)
 {
     al->since = since;
+}
+
+void accesslog_set_budget(accesslog_t *al, size_t bytes)
+{
+    al->budget = bytes ? bytes : AL_POLL_BUDGET;
 }
 
 const char *accesslog_last_error(const accesslog_t *al)
@@ -682,7 +689,7 @@ static int file_poll(accesslog_t *al, al_file_t *f, poll_out_t *o)
         f->line_len = 0;
         f->skipping = false;
     }
-    n = file_read(al, f, AL_POLL_BUDGET, o);
+    n = file_read(al, f, al->budget, o);
     if (n < 0) {
         snprintf(al->error, sizeof(al->error), "%s: %s", f->path, strerror((int)-n));
         return (int)n;
@@ -696,7 +703,7 @@ static int file_poll(accesslog_t *al, al_file_t *f, poll_out_t *o)
             return r;
         }
         if (r == 0) {
-            n = file_read(al, f, AL_POLL_BUDGET, o);
+            n = file_read(al, f, al->budget, o);
             if (n < 0)
                 return (int)n;
         }

@@ -69,6 +69,11 @@ void accesslog_free(accesslog_t *al);
 /* Counts requests at or after `since` from now on (earlier lines are still read, not counted). */
 void accesslog_set_since(accesslog_t *al, time_t since);
 
+/* Sets the bytes read per file per poll (0: AL_POLL_BUDGET). SIZE_MAX reads every file to its
+ * end, for a poll a sync is waiting on (after a restart with a large log, that poll may take a
+ * while on the loop thread: better late than missing a write at the end of the log). */
+void accesslog_set_budget(accesslog_t *al, size_t bytes);
+
 /* Reads what was appended since the last poll (bounded, see above) and stores up to max_hits
  * counted requests in hits; *ret_n is the number of counted requests found, which may exceed
  * max_hits (the rest are only counted). Never blocks on anything but local file reads. Returns

@@ -715,9 +715,7 @@ int dbddl_create_table(const wire_table_def_t *t, const char *schema, buf_t *out
 int dbddl_digest_sql(const wire_table_def_t *t, const char *schema, buf_t *out)
 {
     bool first = true;
-    int r = buf_append_str(out, "SELECT COUNT(*), IFNULL(SUM(CAST(CONV(SUBSTRING(h,1,16),16,10) "
-                                "AS UNSIGNED)),0), IFNULL(SUM(CAST(CONV(SUBSTRING(h,17,16),16,10) "
-                                "AS UNSIGNED)),0) FROM (SELECT MD5(CONCAT(");
+    int r = buf_append_str(out, "SELECT COUNT(*), IFNULL(SUM(CAST(CONV(LEFT(MD5(CONCAT(");
     for (size_t i = 0; r == 0 && i < t->n_columns; i++) {
         const wire_column_def_t *c = &t->columns[i];
         if (c->generated)
@@ -736,7 +734,7 @@ int dbddl_digest_sql(const wire_table_def_t *t, const char *schema, buf_t *out)
     if (r == 0 && first)
         r = buf_append_str(out, "''");
     if (r == 0)
-        r = buf_append_str(out, ")) AS h FROM ");
+        r = buf_append_str(out, ")),16),16,10) AS UNSIGNED)),0) FROM ");
     if (r == 0 && schema) {
         r = dbddl_ident(out, schema);
         if (r == 0)
@@ -744,8 +742,6 @@ int dbddl_digest_sql(const wire_table_def_t *t, const char *schema, buf_t *out)
     }
     if (r == 0)
         r = dbddl_ident(out, t->name);
-    if (r == 0)
-        r = buf_append_str(out, ") AS x");
     return r;
 }
 

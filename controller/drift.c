@@ -225,6 +225,20 @@ static int hash_file(int dirfd, const char *path, uint8_t out[MF_HASH_LEN])
     return r;
 }
 
+/* The ctime of path's nearest existing ancestor directory (below root), or of root. */
+static time_t ancestor_ctime(int rootfd, const char *path)
+{
+    char p[MF_PATH_MAX];
+    struct stat st;
+    snprintf(p, sizeof(p), "%s", path);
+    for (char *slash; (slash = strrchr(p, '/'));) {
+        *slash = '\0';
+        if (fstatat(rootfd, p, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            return st.st_ctim.tv_sec;
+    }
+    return fstat(rootfd, &st) == 0 ? st.st_ctim.tv_sec : 0;
+}
+
 static mf_kind_t kind_of(const struct stat *st)
 {
     return S_ISDIR(st->st_mode) ? MF_DIRECTORY : S_ISLNK(st->st_mode) ? MF_SYMLINK : MF_REGULAR;
@@ -264,7 +278,7 @@ int drift_scan(const char *root, const char *manifest_path, const drift_opts_t *
     walker_t *w = malloc(sizeof(*w));
     mf_reader_t *mr = NULL;
     mf_entry_t m;
-    int have_m, have_w, r;
+    int have_m, have_w, r, rootfd = -1;
 
     if (!opts)
         opts = &none;
@@ -278,6 +292,12 @@ int drift_scan(const char *root, const char *manifest_path, const drift_opts_t *
         snprintf(err, err_size, "cannot read %s: %s", root, strerror(-r));
         free(w);
         return r;
+    }
+    rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) {
+        r = -errno;
+        snprintf(err, err_size, "cannot read %s: %s", root, strerror(-r));
+        goto out;
     }
     r = mf_reader_open(manifest_path, &mr, NULL);
     if (r < 0) {
@@ -309,17 +329,22 @@ int drift_scan(const char *root, const char *manifest_path, const drift_opts_t *
         }
         int c = have_m == 0 ? 1 : have_w == 0 ? -1 : mf_path_cmp(m.path, w->path);
         if (c < 0) {
-            ret->deleted++;
-            note(ret, "deleted", m.path, NULL);
+            if (!opts->since || ancestor_ctime(rootfd, m.path) >= opts->since) {
+                ret->deleted++;
+                note(ret, "deleted", m.path, NULL);
+            }
             have_m = mf_reader_next(mr, &m);
             continue;
         }
         ret->examined++;
+        bool recent = !opts->since || w->st.st_ctim.tv_sec >= opts->since;
         if (c > 0) {
-            ret->created++;
-            note(ret, "created", w->path, NULL);
+            if (recent) {
+                ret->created++;
+                note(ret, "created", w->path, NULL);
+            }
         } else {
-            const char *why = differs(opts, w->stack[0].fd, &m, w);
+            const char *why = recent ? differs(opts, rootfd, &m, w) : NULL;
             if (why) {
                 ret->changed++;
                 note(ret, "changed", w->path, why);
@@ -332,6 +357,8 @@ int drift_scan(const char *root, const char *manifest_path, const drift_opts_t *
     }
     r = 0;
 out:
+    if (rootfd >= 0)
+        close(rootfd);
     mf_reader_close(mr);
     walker_close(w);
     free(w);

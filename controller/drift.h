@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define DRIFT_MAX_EXAMPLES 10
 #define DRIFT_EXAMPLE_LEN  256
@@ -35,6 +36,10 @@ typedef struct drift_opts {
     const char *const *ignore; /* extra excluded paths, relative ("wp-content/w3tc/") */
     size_t n_ignore;
     bool hash; /* also compare content hashes of regular files of equal size */
+    /* 0, or the last guard_clear: changes from before it were dealt with by the operator and do
+     * not count. Created and changed entries count only with a ctime at or after it, deleted
+     * ones only when their nearest existing ancestor directory's ctime is at or after it. */
+    time_t since;
 } drift_opts_t;
 
 typedef struct drift_report {

@@ -388,15 +388,18 @@ static bool add_evidence(guard_info_t *in, guard_signal_t signal, const char *li
     char esc[GUARD_EVIDENCE_LEN];
     char with[GUARD_EVIDENCE_LEN + 16];
 
-    if (in->n_evidence >= GUARD_MAX_EVIDENCE) {
-        in->dropped_evidence++;
-        return false;
-    }
     if (signal != in->signal) {
         snprintf(with, sizeof(with), "[%s] %s", guard_signal_name(signal), line);
         line = with;
     }
     escape_line(line, esc, sizeof(esc));
+    for (size_t i = 0; i < in->n_evidence; i++)
+        if (!strcmp(in->evidence[i], esc))
+            return false; /* seen again (an access log read again after a restart) */
+    if (in->n_evidence >= GUARD_MAX_EVIDENCE) {
+        in->dropped_evidence++;
+        return false;
+    }
     memcpy(in->evidence[in->n_evidence++], esc, sizeof(esc));
     return true;
 }

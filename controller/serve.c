@@ -18,6 +18,7 @@
 #include "err.h"
 #include "log.h"
 #include "sync.h"
+#include "watch.h"
 #include "version.h"
 
 /* Per connection: received messages waiting for the worker, and output waiting for the peer. */
@@ -41,6 +42,7 @@ struct server {
     cfg_t *cfg;
     tls_ctx_t *tls;
     syncer_t *syncer;
+    watch_t *watch;
     conn_limits_t limits;
     const char *site_id;
     uint64_t max_connections;
@@ -150,6 +152,10 @@ static void on_session_done(chan_t *ch, int status, void *arg)
         s->next->prev = s->prev;
     srv->n_sessions--;
     free(s);
+    if (srv->stopping && srv->n_sessions == 0) {
+        watch_stop(srv->watch); /* no worker can be inside watch_refusal any more */
+        srv->watch = NULL;
+    }
 }
 
 static void server_accept(server_t *srv)
@@ -209,6 +215,10 @@ static void server_stop(server_t *srv)
     uv_close((uv_handle_t *)&srv->sigint, NULL);
     for (session_t *s = srv->sessions; s; s = s->next)
         chan_shutdown(s->chan);
+    if (srv->n_sessions == 0) {
+        watch_stop(srv->watch);
+        srv->watch = NULL;
+    }
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -286,6 +296,14 @@ static int server_init(server_t *srv, const char *config_path)
         log_error("%s", errbuf);
         return r;
     }
+    r = watch_start(srv->loop, srv->cfg, &srv->watch, errbuf, sizeof(errbuf));
+    if (r < 0) {
+        log_error("write guard: %s", errbuf);
+        return r;
+    }
+    syncer_set_watch(srv->syncer, srv->watch);
+    if (guard_reason_line(watch_guard(srv->watch), errbuf, sizeof(errbuf)))
+        log_warn("write guard: syncs are refused: %s", errbuf);
     srv->max_connections = cfg_get_uint(srv->cfg, "listen", "max_connections", 16);
     srv->limits = (conn_limits_t)CONN_LIMITS_DEFAULT;
     srv->limits.max_frame = cfg_get_size(srv->cfg, "listen", "max_frame", WIRE_MAX_FRAME_DEFAULT);
@@ -346,6 +364,8 @@ int cmd_serve(int argc, char **argv)
         uv_signal_start(&srv.sigint, on_signal, SIGINT);
         uv_run(srv.loop, UV_RUN_DEFAULT);
     }
+    if (r < 0)
+        watch_stop(srv.watch); /* started, but the listener failed */
     uv_run(srv.loop, UV_RUN_DEFAULT); /* let closing handles finish */
     if (uv_loop_close(srv.loop) != 0)
         log_warn("event loop closed with handles still open");

@@ -12,6 +12,7 @@
 #include "files.h"
 #include "generation.h"
 #include "log.h"
+#include "watch.h"
 
 #define SYNC_RECV_TIMEOUT_MS (10 * 60 * 1000)
 
@@ -19,7 +20,13 @@ struct syncer {
     gen_store_t *gen;
     dbrecv_t *db;
     pthread_mutex_t mu; /* one sync at a time */
+    watch_t *watch;     /* the write guard, or NULL */
 };
+
+void syncer_set_watch(syncer_t *s, watch_t *w)
+{
+    s->watch = w;
+}
 
 int syncer_open(const cfg_t *cfg, syncer_t **ret, char *err, size_t err_size)
 {
@@ -154,6 +161,12 @@ static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *be
         r = ERR_PROTOCOL;
         goto out;
     }
+    /* The write guard: never switch over a backup that took writes of its own (nor while the
+     * primary is reported down). The staged generation and database are discarded at out:. */
+    if (s->watch && watch_refusal(s->watch, err, err_size)) {
+        r = ERR_REFUSED;
+        goto out;
+    }
     if (begin->dry_run ||
         (live_digest && !memcmp(m->u.commit.tree_digest.data, live_digest, MF_HASH_LEN) &&
          dst.tables_received == 0)) {
@@ -192,8 +205,13 @@ int syncer_run(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin, c
                            "another sync is in progress on this controller; try again later");
     r = sync_body(s, io, begin, peer, &gen, &unchanged, err, sizeof(err));
     pthread_mutex_unlock(&s->mu);
-    if (r < 0) {
+    if (r == ERR_REFUSED)
+        log_warn("%s: sync refused: %s", peer, err);
+    else if (r < 0)
         log_error("%s: sync failed: %s", peer, err[0] ? err : err_str(r));
+    if (s->watch && r != ERR_REFUSED) /* refusals are the guard's own alerts */
+        watch_sync_done(s->watch, r >= 0, time(NULL), err[0] ? err : err_str(r));
+    if (r < 0) {
         return send_result(io, r == ERR_REFUSED ? WIRE_STATUS_REFUSED : WIRE_STATUS_FAILED,
                            gen_store_live(s->gen), r, err[0] ? err : err_str(r));
     }

@@ -6,11 +6,16 @@
 #include "msgio.h"
 
 typedef struct syncer syncer_t;
+typedef struct watch watch_t;
 
 /* Opens the generation store and the database connection (when configured), recovering an
  * interrupted switch. Returns 0 or a negative code with err. */
 int syncer_open(const cfg_t *cfg, syncer_t **ret, char *err, size_t err_size);
 void syncer_close(syncer_t *s);
+
+/* Makes every sync ask the write guard before its switch (watch_refusal) and report its outcome
+ * (watch_sync_done). Call before the first sync; w must outlive the sync workers. */
+void syncer_set_watch(syncer_t *s, watch_t *w);
 
 /* Runs one sync after its SyncBegin and always answers with a Result (unless the connection is
  * gone). Only one sync runs at a time; a second one is answered FAILED at once. Returns 0 when

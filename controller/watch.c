@@ -34,8 +34,9 @@ struct watch {
     bool stopping;
 
     /* The live generation as last seen (loop thread). */
-    struct timespec live_mtime;
     bool have_live;
+    time_t since;      /* requests count from here */
+    time_t cleared_at; /* the guard's last clear */
 
     /* Access-log errors are logged when they change, not every second. */
     char last_log_error[512];
@@ -44,6 +45,7 @@ struct watch {
     uv_work_t drift_req;
     bool drift_running;
     uint64_t drift_interval_ms, last_drift_ms;
+    time_t drift_since; /* the clear time the running check uses */
     drift_report_t drift_rep;
     int drift_result;
     char drift_err[512];
@@ -135,21 +137,26 @@ static uint64_t now_ms(const watch_t *w)
     return uv_now(w->loop);
 }
 
-/* Follows the docroot symlink's mtime: a new one means a switch. */
+/* Follows the docroot symlink's mtime (a new one means a switch) and the guard's last clear:
+ * requests count from the later of the two. */
 static void live_check(watch_t *w)
 {
     struct stat st;
+    guard_info_t info;
     const char *docroot = cfg_get(w->cfg, "site", "docroot");
     bool have = lstat(docroot, &st) == 0 && S_ISLNK(st.st_mode);
 
-    if (have == w->have_live && (!have || (st.st_mtim.tv_sec == w->live_mtime.tv_sec &&
-                                           st.st_mtim.tv_nsec == w->live_mtime.tv_nsec)))
-        return;
+    guard_is_tripped(w->guard, &info);
     w->have_live = have;
-    if (have)
-        w->live_mtime = st.st_mtim;
-    if (w->alog)
-        accesslog_set_since(w->alog, have ? st.st_mtim.tv_sec : (time_t)INT64_MAX);
+    w->cleared_at = info.cleared_at;
+    time_t since = !have                                 ? (time_t)INT64_MAX
+                   : st.st_mtim.tv_sec > info.cleared_at ? st.st_mtim.tv_sec
+                                                         : info.cleared_at;
+    if (since != w->since) {
+        w->since = since;
+        if (w->alog)
+            accesslog_set_since(w->alog, since);
+    }
 }
 
 /* ---- access logs ------------------------------------------------------------------------- */
@@ -195,7 +202,8 @@ static void drift_work(uv_work_t *req)
     const cfg_t *cfg = w->cfg;
     const char *const *ignore;
     char manifest[PATH_MAX + 16];
-    drift_opts_t o = {.hash = cfg_get_bool(cfg, "guard", "hash_files", false)};
+    drift_opts_t o = {.hash = cfg_get_bool(cfg, "guard", "hash_files", false),
+                      .since = w->drift_since};
 
     o.n_ignore = cfg_get_all(cfg, "guard", "ignore_path", &ignore);
     o.ignore = ignore;
@@ -255,6 +263,7 @@ static void drift_maybe_start(watch_t *w)
     if (w->drift_running || !w->have_live || now_ms(w) - w->last_drift_ms < w->drift_interval_ms)
         return;
     w->last_drift_ms = now_ms(w);
+    w->drift_since = w->cleared_at;
     w->drift_req.data = w;
     if (uv_queue_work(w->loop, &w->drift_req, drift_work, drift_done) == 0) {
         w->drift_running = true;
@@ -347,8 +356,12 @@ static void on_wake(uv_async_t *a)
     bool wanted = w->poll_wanted;
     w->poll_wanted = false;
     pthread_mutex_unlock(&w->mu);
-    if (wanted)
+    if (wanted && w->alog) {
+        /* A sync waits on this poll: read everything there is, not one budget's worth. */
+        accesslog_set_budget(w->alog, SIZE_MAX);
         poll_logs(w);
+        accesslog_set_budget(w->alog, 0);
+    }
     pthread_mutex_lock(&w->mu);
     w->poll_seq++;
     pthread_cond_broadcast(&w->polled);

@@ -32,7 +32,7 @@ ensure_packages "$UNDERSTUDY_SOURCE/tests/bench/packages.txt" || die "cannot ins
 [[ -x $UNDERSTUDY_AGENT ]] || die "build first: meson setup build && ninja -C build"
 TIME=/usr/bin/time
 
-tmpdir B
+make_tmpdir B
 export B
 
 # --- the seed's transport: sshd on a loopback port, root's key ---------------------------------
@@ -149,7 +149,7 @@ run_understudy() { # run_understudy NAME
 }
 
 controller_rss() { # controller_rss NAME: VmHWM of that controller, KiB
-    sed -n 's/^VmHWM: *\([0-9]*\) kB/\1/p' "/proc/$(cat "$B/$1/controller.pid")/status"
+    awk '/^VmHWM:/ {print $2}' "/proc/$(cat "$B/$1/controller.pid")/status"
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -173,25 +173,25 @@ bench_dataset() { # bench_dataset NAME MAKER...
     # First sync: fresh destinations each run.
     for ((i = 0; i < RUNS; i++)); do
         setup_understudy "$name-$i" "$B/src-$name"
-        read -r t b m < <(run_understudy "$name-$i"); ut+=("$t"); bytes_u=$b; ((m > rss_a)) && rss_a=$m
+        run_understudy "$name-$i" >"$B/res" || exit 1; read -r t b m <"$B/res"; ut+=("$t"); bytes_u=$b; ((m > rss_a)) && rss_a=$m
         rm -rf "$B/rsync-$name"
-        read -r t b _ < <(run_rsync "$B/src-$name" "$B/rsync-$name"); rt+=("$t"); bytes_r=$b
+        run_rsync "$B/src-$name" "$B/rsync-$name" >"$B/res" || exit 1; read -r t b _ <"$B/res"; rt+=("$t"); bytes_r=$b
     done
     report "$name" "first sync" "${ut[*]}" "${rt[*]}" "$bytes_u" "$bytes_r" "$rss_a" "$(controller_rss "$name-0")"
     # No change.
     ut=() rt=() rss_a=0
     for ((i = 0; i < RUNS; i++)); do
-        read -r t b m < <(run_understudy "$name-0"); ut+=("$t"); bytes_u=$b; ((m > rss_a)) && rss_a=$m
-        read -r t b _ < <(run_rsync "$B/src-$name" "$B/rsync-$name"); rt+=("$t"); bytes_r=$b
+        run_understudy "$name-0" >"$B/res" || exit 1; read -r t b m <"$B/res"; ut+=("$t"); bytes_u=$b; ((m > rss_a)) && rss_a=$m
+        run_rsync "$B/src-$name" "$B/rsync-$name" >"$B/res" || exit 1; read -r t b _ <"$B/res"; rt+=("$t"); bytes_r=$b
     done
     report "$name" "no change" "${ut[*]}" "${rt[*]}" "$bytes_u" "$bytes_r" "$rss_a" "$(controller_rss "$name-0")" "target <= 0.1x, <= 2 KB"
     # Small change.
     ut=() rt=() rss_a=0
     local zbytes
     for ((i = 0; i < RUNS; i++)); do
-        zbytes=$(small_change "$B/src-$name")
-        read -r t b m < <(run_understudy "$name-0"); ut+=("$t"); bytes_u=$b; ((m > rss_a)) && rss_a=$m
-        read -r t b _ < <(run_rsync "$B/src-$name" "$B/rsync-$name"); rt+=("$t"); bytes_r=$b
+        zbytes=$(small_change "$B/src-$name") || exit 1
+        run_understudy "$name-0" >"$B/res" || exit 1; read -r t b m <"$B/res"; ut+=("$t"); bytes_u=$b; ((m > rss_a)) && rss_a=$m
+        run_rsync "$B/src-$name" "$B/rsync-$name" >"$B/res" || exit 1; read -r t b _ <"$B/res"; rt+=("$t"); bytes_r=$b
     done
     report "$name" "small change" "${ut[*]}" "${rt[*]}" "$bytes_u" "$bytes_r" "$rss_a" "$(controller_rss "$name-0")" \
         "changed bytes zstd: $zbytes ($(echo "scale=2; $bytes_u / $zbytes" | bc)x)"

@@ -10,7 +10,8 @@
  * usage: dbpipe --agent-socket S --agent-db D --agent-user U --agent-password P
  *               [--backup-socket S --backup-user U --backup-password-file F --backup-name N]
  *               [--generation G] [--root DIR] [--data DIR] [--agent-only] [--dry-run]
- * --data DIR is [site] data: the retained dumps go to DIR/dumps.
+ * --data DIR is [site] data: the retained dumps go to DIR/dumps. --cache FILE: the agent's
+ * digest cache (dbsend_opts_t.digest_cache).
  * --rollback-to G: no sync; only the switch_db hook back to generation G (as gen_rollback does).
  * Exit status 0 when both sides succeeded; the error is printed otherwise.
  */
@@ -45,6 +46,7 @@ typedef struct agent_job {
     wpconfig_t wp;
     msgio_t io;
     msgpipe_t *pipe;
+    const char *cache;
     dbsend_stats_t stats;
     int r;
     char err[1024];
@@ -53,7 +55,7 @@ typedef struct agent_job {
 static void *agent_main(void *arg)
 {
     agent_job_t *j = arg;
-    dbsend_opts_t opts = {0};
+    dbsend_opts_t opts = {.digest_cache = j->cache};
     j->r = dbsend_run(&j->wp, &j->io, &opts, &j->stats, j->err, sizeof(j->err));
     if (j->r < 0) {
         wire_msg_t m = {.type = WIRE_ERROR};
@@ -96,7 +98,7 @@ int main(int argc, char **argv)
 {
     const char *a_sock = NULL, *a_db = NULL, *a_user = NULL, *a_pw = NULL;
     const char *b_sock = NULL, *b_user = NULL, *b_pwfile = NULL, *b_name = NULL, *root = NULL;
-    const char *data = NULL;
+    const char *data = NULL, *cache = NULL;
     uint64_t gen = 1, rollback = 0;
     bool agent_only = false, dry_run = false;
     agent_job_t job = {0};
@@ -124,6 +126,7 @@ int main(int argc, char **argv)
         OPT("--backup-name", b_name);
         OPT("--root", root);
         OPT("--data", data);
+        OPT("--cache", cache);
 #undef OPT
         if (!strcmp(a, "--generation") && v) {
             gen = strtoull(v, NULL, 10);
@@ -175,6 +178,7 @@ int main(int argc, char **argv)
     job.wp.db_password = (char *)a_pw;
     job.wp.socket = (char *)a_sock;
     job.wp.table_prefix = (char *)"wp_";
+    job.cache = cache;
     job.pipe = msgpipe_new(8u << 20);
     job.io = msgpipe_end(job.pipe, 0);
     msgio_t cio = msgpipe_end(job.pipe, 1);
@@ -235,11 +239,12 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     printf("tables=%llu sent=%llu rows=%llu agent_bytes=%llu controller_bytes=%llu seconds=%.3f "
-           "rows_per_s=%.0f nontx=[%s]\n",
+           "rows_per_s=%.0f cached=%llu nontx=[%s]\n",
            (unsigned long long)job.stats.tables, (unsigned long long)job.stats.tables_sent,
            (unsigned long long)job.stats.rows_sent, (unsigned long long)msgpipe_bytes(job.pipe, 0),
            (unsigned long long)msgpipe_bytes(job.pipe, 1), secs,
-           secs > 0 ? (double)job.stats.rows_sent / secs : 0.0, job.stats.non_transactional);
+           secs > 0 ? (double)job.stats.rows_sent / secs : 0.0,
+           (unsigned long long)job.stats.digests_cached, job.stats.non_transactional);
     msgpipe_free(job.pipe);
     if (job.r < 0) {
         fprintf(stderr, "dbpipe: agent: %s\n", job.err);

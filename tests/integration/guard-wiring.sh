@@ -41,8 +41,10 @@ webhook_cert = $T/hook.crt
 webhook_key = $T/hook.key
 webhook_secret_file = $T/hook.secret
 EOF
-LOG=$T/controller.log
+STARTS=0
 start() {
+    STARTS=$((STARTS + 1))
+    LOG=$T/controller.$STARTS.log
     start_controller "$CONTROLLER_CONF" "$LOG" || die "controller did not start: $(tail -5 "$LOG")"
     set_agent_controller_address "$AGENT_CONF" "127.0.0.1:$CONTROLLER_PORT"
     HOOK_PORT=$(grep -Eo 'failover webhook listening on port [0-9]+' "$LOG" | tail -n 1 |
@@ -90,11 +92,19 @@ stop_controller
 start
 check_eq "still refused after a restart" "$(sync_rc)" 40
 
-# The operator clears the trip (resolve's job); a file dropped into the live site trips it.
-stop_controller
+# The operator clears the trip while the controller runs (what 'resolve' does through
+# guard_clear: the clear time, then the tripped file removed); the running controller follows,
+# and a restart does not count the old request again.
+sleep 1.1 # resolve comes later than the request, not in the same second
+printf 'cleared %s\n' "$(date +%s)" >"$DATA/guard/cleared"
 rm "$DATA/guard/tripped"
-start
 check_eq "sync applies once cleared" "$(sync_rc)" 0
+stop_controller
+start
+sleep 1.5
+check_eq "old requests do not trip again after a restart" "$(sync_rc)" 0
+
+# A file dropped into the live site trips it.
 echo "upload" >"$DOCROOT/wp-content/uploads/cat.jpg"
 sleep 2.5
 echo "more" >>"$SITE/index.php"
@@ -102,4 +112,4 @@ check_eq "sync refused after a file appeared (exit 40)" "$(sync_rc)" 40
 check "agent names the file" grep -q "signal files at .*created wp-content/uploads/cat.jpg" "$OUT"
 check "the file is still there" test -e "$DOCROOT/wp-content/uploads/cat.jpg"
 stop_controller
-check "clean shutdown logged no leftover handles" bash -c "! grep -q 'handles still open' '$LOG'"
+check "clean shutdowns (no handles left open)" bash -c "! grep -q 'handles still open' $T/controller.*.log"

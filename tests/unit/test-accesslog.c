@@ -369,6 +369,15 @@ static void t_follow(void **state)
     assert_int_equal(n, 6);
     assert_non_null(strstr(hits[1].line, "POST /wp-comments-post.php 302"));
 
+    /* A small budget reads a backlog over several polls; SIZE_MAX reads it all at once. */
+    accesslog_set_budget(al, strlen(line_post) + 1);
+    for (int i = 0; i < 4; i++)
+        append(path, line_post, strlen(line_post));
+    assert_int_equal(poll_n(al), 1);
+    accesslog_set_budget(al, SIZE_MAX);
+    assert_int_equal(poll_n(al), 3);
+    accesslog_set_budget(al, 0);
+
     accesslog_free(al);
     snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
     assert_int_equal(system(cmd), 0);

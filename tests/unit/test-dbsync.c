@@ -295,10 +295,9 @@ static void test_digest_sql(void **state)
     assert_int_equal(dbddl_digest_sql(&t, "s", &out), 0);
     buf_append(&out, "", 1);
     assert_string_equal((const char *)buf_data(&out),
-                        "SELECT COUNT(*), IFNULL(SUM(CAST(CONV(SUBSTRING(h,1,16),16,10) AS "
-                        "UNSIGNED)),0), IFNULL(SUM(CAST(CONV(SUBSTRING(h,17,16),16,10) AS "
-                        "UNSIGNED)),0) FROM (SELECT MD5(CONCAT(IFNULL(CONCAT(LENGTH(`a`),':',"
-                        "CAST(`a` AS BINARY)),'-'))) AS h FROM `s`.`t``x`) AS x");
+                        "SELECT COUNT(*), IFNULL(SUM(CAST(CONV(LEFT(MD5(CONCAT(IFNULL(CONCAT("
+                        "LENGTH(`a`),':',CAST(`a` AS BINARY)),'-'))),16),16,10) AS UNSIGNED)),0) "
+                        "FROM `s`.`t``x`");
     buf_free(&out);
 }
 

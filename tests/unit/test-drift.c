@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -229,6 +230,28 @@ static void t_new_plugin(void **state)
     assert_true(has_example(&rep, "created wp-content/plugins/evil/evil.php"));
 }
 
+/* After a clear (resolve), changes from before it no longer count; later ones do. */
+static void t_since(void **state)
+{
+    char p[512];
+    put_file("wp-content/uploads/c.jpg", "CCCC");
+    snprintf(p, sizeof(p), "%s/wp-content/uploads/b.jpg", root);
+    assert_int_equal(unlink(p), 0);
+    drift_opts_t o = {.since = time(NULL) + 2};
+    drift_report_t rep = scan(&o);
+    assert_false(drift_found(&rep));
+    o.since = time(NULL) - 2;
+    rep = scan(&o);
+    assert_int_equal(rep.created, 1);
+    assert_int_equal(rep.deleted, 1);
+    /* A deletion at the very end of the walk (the walker is done by then). */
+    snprintf(p, sizeof(p), "%s/wp-content/uploads-old.txt", root);
+    assert_int_equal(unlink(p), 0);
+    rep = scan(&o);
+    assert_int_equal(rep.deleted, 2);
+    assert_true(has_example(&rep, "deleted wp-content/uploads-old.txt"));
+}
+
 static void t_manifest_problems(void **state)
 {
     drift_report_t rep;
@@ -253,6 +276,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(t_upload_and_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(t_changes, setup, teardown),
         cmocka_unit_test_setup_teardown(t_new_plugin, setup, teardown),
+        cmocka_unit_test_setup_teardown(t_since, setup, teardown),
         cmocka_unit_test_setup_teardown(t_manifest_problems, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

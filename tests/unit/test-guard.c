@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "guard.h"
@@ -212,13 +213,44 @@ static void t_corrupt(void **state)
     rm_dir(dir);
 }
 
+/* serve and resolve are different processes: each sees the other's trip and clear. */
+static void t_two_processes(void **state)
+{
+    char *dir = make_dir();
+    guard_t *serve = open_guard(dir), *resolve = open_guard(dir);
+    guard_info_t info;
+    const char *ev[] = {"POST /wp-login.php 302 from 198.51.100.7"};
+
+    assert_int_equal(guard_trip(serve, GUARD_SIGNAL_ACCESS_LOG, 100, ev, 1), 1);
+    assert_true(guard_is_tripped(resolve, &info));
+    assert_string_equal(info.evidence[0], ev[0]);
+    time_t before = time(NULL);
+    assert_int_equal(guard_clear(resolve, "resolve --discard-local"), 0);
+    assert_false(guard_is_tripped(serve, &info));
+    assert_true(info.cleared_at >= before);
+    char reason[256];
+    assert_false(guard_reason_line(serve, reason, sizeof(reason)));
+    /* A new trip after the clear is a first trip again, seen by the other side. */
+    assert_int_equal(guard_trip(serve, GUARD_SIGNAL_FILES, 200, ev, 1), 1);
+    assert_true(guard_is_tripped(resolve, &info));
+    assert_int_equal(info.signal, GUARD_SIGNAL_FILES);
+    assert_int_equal(info.since, 200);
+    guard_free(serve);
+    guard_free(resolve);
+
+    /* The clear time survives a restart. */
+    guard_t *g = open_guard(dir);
+    assert_true(guard_is_tripped(g, &info));
+    assert_true(info.cleared_at >= before);
+    guard_free(g);
+    rm_dir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(t_persist),
-        cmocka_unit_test(t_evidence_cap),
-        cmocka_unit_test(t_primary),
-        cmocka_unit_test(t_corrupt),
+        cmocka_unit_test(t_persist), cmocka_unit_test(t_evidence_cap),  cmocka_unit_test(t_primary),
+        cmocka_unit_test(t_corrupt), cmocka_unit_test(t_two_processes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
