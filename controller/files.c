@@ -971,6 +971,8 @@ typedef struct builder {
     size_t n_dirs, cap_dirs;
     char *parent; /* the cached parent directory's path */
     int parent_fd;
+    char *live_parent; /* the same in the live tree, for linking unchanged files by name */
+    int live_parent_fd;
     unsigned copy_seq;
 } builder_t;
 
@@ -1005,6 +1007,28 @@ static int parent_of(builder_t *b, const char *path, const char **ret_name)
     return b->parent_fd;
 }
 
+/* The directory holding path in the live tree (cached like parent_of), or a negative code. */
+static int live_parent_of(builder_t *b, const char *path, const char **ret_name)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : 0;
+    *ret_name = slash ? slash + 1 : path;
+    if (b->live_parent && strlen(b->live_parent) == n && !strncmp(b->live_parent, path, n))
+        return b->live_parent_fd;
+    if (b->live_parent_fd >= 0)
+        close(b->live_parent_fd);
+    free(b->live_parent);
+    b->live_parent = strndup(path, n);
+    const char *name;
+    b->live_parent_fd =
+        b->live_parent ? safefs_open_parent(b->st->live_fd, path, &name) : -ENOMEM;
+    if (b->live_parent_fd < 0) {
+        free(b->live_parent);
+        b->live_parent = NULL;
+    }
+    return b->live_parent_fd;
+}
+
 /* Sets owner, mode and mtime on a file we created (never one a generation holds). */
 static int set_meta(stage_t *st, int fd, const mf_entry_t *e)
 {
@@ -1020,17 +1044,47 @@ static int set_meta(stage_t *st, int fd, const mf_entry_t *e)
     return 0;
 }
 
-/* Whether fd (a live file) can be shared as-is by e. */
-static bool same_meta(const stage_t *st, int fd, const mf_entry_t *e)
+/* Whether a live file with this stat can be shared as-is by e. */
+static bool same_stat(const stage_t *st, const struct stat *sp, const mf_entry_t *e)
 {
-    struct stat s;
-    if (fstat(fd, &s) < 0 || !S_ISREG(s.st_mode) || (uint64_t)s.st_size != e->size)
+    const struct stat s = *sp;
+    if (!S_ISREG(s.st_mode) || (uint64_t)s.st_size != e->size)
         return false;
     if ((s.st_mode & 07777) != (e->mode & 07777))
         return false;
     if ((int64_t)s.st_mtim.tv_sec * 1000000000 + s.st_mtim.tv_nsec != e->mtime_ns)
         return false;
     return !st->chown || (s.st_uid == st->uid && s.st_gid == st->gid);
+}
+
+/* Whether fd (a live file) can be shared as-is by e. */
+static bool same_meta(const stage_t *st, int fd, const mf_entry_t *e)
+{
+    struct stat s;
+    return fstat(fd, &s) == 0 && same_stat(st, &s, e);
+}
+
+/* The common case of a sync: e is unchanged at the same path in the live tree. Links it by name
+ * through the cached live directory (no open per file), then checks that the link is the inode
+ * that was judged, so a file replaced in the live tree meanwhile is never shared. Returns 1 when
+ * linked, 0 to fall back to the careful path. */
+static int link_unchanged(builder_t *b, const mf_entry_t *e, int dirfd, const char *name)
+{
+    stage_t *st = b->st;
+    struct stat before, after;
+    const char *lname;
+    int ldir = live_parent_of(b, e->path, &lname);
+
+    if (ldir < 0 || fstatat(ldir, lname, &before, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !same_stat(st, &before, e))
+        return 0;
+    if (linkat(ldir, lname, dirfd, name, 0) != 0)
+        return 0;
+    if (fstatat(dirfd, name, &after, AT_SYMLINK_NOFOLLOW) == 0 && after.st_ino == before.st_ino &&
+        after.st_dev == before.st_dev)
+        return 1;
+    unlinkat(dirfd, name, 0);
+    return 0;
 }
 
 static int link_fd(int fd, int dirfd, const char *name)
@@ -1054,6 +1108,8 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
     char obj[256];
 
     /* 1. A live file with this content, shared when its metadata matches. */
+    if (live_same_path && st->live_fd >= 0 && link_unchanged(b, e, dirfd, name) == 1)
+        return 0;
     const char *cands[2] = {live_same_path ? e->path : NULL,
                             s && (s->state & H_LIVE) ? st->tab.arena + s->path : NULL};
     for (int i = 0; i < 2 && st->live_fd >= 0; i++) {
@@ -1300,7 +1356,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
 {
     const gen_opts_t *o = gen_store_opts(st->g);
     const uint8_t *live_digest = gen_store_live_digest(st->g);
-    builder_t b = {.st = st, .parent_fd = -1};
+    builder_t b = {.st = st, .parent_fd = -1, .live_parent_fd = -1};
     uint8_t digest[MF_HASH_LEN];
     char path[PATH_MAX];
     int r;
@@ -1363,6 +1419,9 @@ out:
     if (b.parent_fd >= 0)
         close(b.parent_fd);
     free(b.parent);
+    if (b.live_parent_fd >= 0)
+        close(b.live_parent_fd);
+    free(b.live_parent);
     for (size_t i = 0; i < b.n_dirs; i++)
         free(b.dirs[i].path);
     free(b.dirs);

@@ -96,7 +96,7 @@ small_change() { # small_change DIR: edit 10 files, add one 1 MiB upload; prints
 import os, random, subprocess, sys
 root = sys.argv[1]
 files = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs if f.endswith(".php"))
-random.seed(len(files))
+random.seed()  # a different change every run: a repeated upload would be reused by hash
 changed = random.sample(files, 10)
 for p in changed:
     with open(p, "ab") as f:
@@ -104,7 +104,7 @@ for p in changed:
 up = os.path.join(root, "wp-content", "uploads", "new-%d.bin" % random.randrange(10**9))
 os.makedirs(os.path.dirname(up), exist_ok=True)
 with open(up, "wb") as f:
-    f.write(random.randbytes(1 << 20))
+    f.write(os.urandom(1 << 20))
 total = 0
 for p in changed + [up]:
     total += len(subprocess.run(["zstd", "-3", "-c", p], capture_output=True).stdout)
