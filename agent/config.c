@@ -20,6 +20,8 @@ const cfg_key_t agent_schema[] = {
      "where the agent keeps the manifest of the last sync (default: state/ beside this file)"},
     {"agent", "bandwidth_limit", CFG_SIZE, 0, "0", "bytes per second at most (0: no limit)"},
     {"database", "routines", CFG_BOOL, 0, "no", "also sync stored routines and events"},
+    {"database", "digest_cache", CFG_BOOL, 0, "yes",
+     "skip re-digesting tables whose UPDATE_TIME has not moved (all are re-digested daily)"},
     {"agent", "connect_timeout", CFG_DURATION, 0, "10s", "give up connecting after this long"},
     {"agent", "handshake_timeout", CFG_DURATION, 0, "10s",
      "give up the TLS handshake after this long"},
