@@ -381,8 +381,8 @@ static int visit(walker_t *w, int dirfd, const char *name, int depth)
             if (w->tty)
                 fputs("\r\033[K", stderr);
             if (w->warn)
-                log_warn("skipping %s/%s: a symlink to %s, outside the site", w->s->root,
-                         w->path, target);
+                log_warn("skipping %s/%s: a symlink to %s, outside the site", w->s->root, w->path,
+                         target);
             return 0;
         }
         e.link_target = target;

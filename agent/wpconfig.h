@@ -20,9 +20,9 @@ typedef struct wpconfig {
     char *db_charset;   /* DB_CHARSET, NULL if absent */
     char *table_prefix; /* $table_prefix, "wp_" if absent */
     /* DB_HOST split up: */
-    char *host;         /* NULL when connecting over a socket */
-    uint16_t port;      /* 0 = default */
-    char *socket;       /* unix socket path, or NULL */
+    char *host;    /* NULL when connecting over a socket */
+    uint16_t port; /* 0 = default */
+    char *socket;  /* unix socket path, or NULL */
 } wpconfig_t;
 
 /* Parses the text of a wp-config.php. Returns 0 and fills *ret (free with wpconfig_clear), or

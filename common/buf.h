@@ -11,14 +11,17 @@
 #include <stdint.h>
 
 typedef struct buf {
-    uint8_t *base;  /* allocation */
-    size_t start;   /* first unconsumed byte */
-    size_t len;     /* unconsumed bytes, from base + start */
-    size_t cap;     /* allocated bytes */
-    size_t max;     /* 0 = no limit; else len may never exceed it */
+    uint8_t *base; /* allocation */
+    size_t start;  /* first unconsumed byte */
+    size_t len;    /* unconsumed bytes, from base + start */
+    size_t cap;    /* allocated bytes */
+    size_t max;    /* 0 = no limit; else len may never exceed it */
 } buf_t;
 
-#define BUF_INIT {NULL, 0, 0, 0, 0}
+#define BUF_INIT                                                                                   \
+    {                                                                                              \
+        NULL, 0, 0, 0, 0                                                                           \
+    }
 
 /* Initialises an empty buffer that may hold at most max bytes (0: unlimited). */
 void buf_init(buf_t *b, size_t max);

@@ -2,9 +2,9 @@
  *
  * Functions that can fail return an int: >= 0 on success, a negative code on failure. libuv's
  * codes (negated errno values, -1 .. -4095) pass through unchanged; the project's own codes live
- * above ERR_BASE (far below libuv's range) and are listed once in ERR_MAP with their name, their process exit code and a
- * message. Every program exits with err_exit_code() of the error it stops on, so the exit codes
- * documented in README.md and the man pages are this table.
+ * above ERR_BASE (far below libuv's range) and are listed once in ERR_MAP with their name, their
+ * process exit code and a message. Every program exits with err_exit_code() of the error it stops
+ * on, so the exit codes documented in README.md and the man pages are this table.
  */
 #ifndef UNDERSTUDY_ERR_H
 #define UNDERSTUDY_ERR_H

@@ -75,8 +75,8 @@ void mf_reader_close(mf_reader_t *r);
 
 /* True when a symlink at path (relative to the tree's root) with this target could resolve
  * outside the tree, judged on the text alone: an empty or absolute target, ".." components that
- * climb above the root from the link's directory, or any ".." after a name. The agent skips such links (rsync's --safe-links)
- * and the controller refuses them, by this one rule. */
+ * climb above the root from the link's directory, or any ".." after a name. The agent skips such
+ * links (rsync's --safe-links) and the controller refuses them, by this one rule. */
 bool mf_link_escapes(const char *path, const char *target);
 
 /* Hex form of a hash (65 bytes with NUL). */

@@ -222,8 +222,8 @@ typedef struct wire_column_def {
     bool generated; /* virtual or stored generated column: never inserted */
     const char *default_value;
     bool has_default;
-    const char *extra; /* e.g. "auto_increment" */
-    bool binary;       /* values are bytes, not text */
+    const char *extra;                 /* e.g. "auto_increment" */
+    bool binary;                       /* values are bytes, not text */
     const char *generation_expression; /* generated columns */
     bool stored;                       /* generated column is STORED (else VIRTUAL) */
 } wire_column_def_t;

@@ -1020,8 +1020,7 @@ static int live_parent_of(builder_t *b, const char *path, const char **ret_name)
     free(b->live_parent);
     b->live_parent = strndup(path, n);
     const char *name;
-    b->live_parent_fd =
-        b->live_parent ? safefs_open_parent(b->st->live_fd, path, &name) : -ENOMEM;
+    b->live_parent_fd = b->live_parent ? safefs_open_parent(b->st->live_fd, path, &name) : -ENOMEM;
     if (b->live_parent_fd < 0) {
         free(b->live_parent);
         b->live_parent = NULL;

@@ -365,7 +365,7 @@ int cmd_serve(int argc, char **argv)
         uv_run(srv.loop, UV_RUN_DEFAULT);
     }
     if (r < 0)
-        watch_stop(srv.watch); /* started, but the listener failed */
+        watch_stop(srv.watch);        /* started, but the listener failed */
     uv_run(srv.loop, UV_RUN_DEFAULT); /* let closing handles finish */
     if (uv_loop_close(srv.loop) != 0)
         log_warn("event loop closed with handles still open");

@@ -41,7 +41,7 @@ static int teardown_all(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-#define N_MSGS 200
+#define N_MSGS   200
 #define MSG_SIZE (256 * 1024)
 
 typedef struct fixture {

@@ -46,8 +46,10 @@ static void test_round_trip_and_digest(void **state)
     assert_true(fd >= 0);
     close(fd);
     mf_entry_t es[] = {
-        entry("a", MF_DIRECTORY, NULL), entry("a/z", MF_REGULAR, NULL),
-        entry("a.b", MF_SYMLINK, "a/z"), entry("name with\nnewline", MF_REGULAR, NULL),
+        entry("a", MF_DIRECTORY, NULL),
+        entry("a/z", MF_REGULAR, NULL),
+        entry("a.b", MF_SYMLINK, "a/z"),
+        entry("name with\nnewline", MF_REGULAR, NULL),
     };
     size_t n = sizeof(es) / sizeof(es[0]);
     mf_writer_t *w;
