@@ -5,9 +5,11 @@
 #include <string.h>
 #include <uv.h>
 
+#include "cfgedit.h"
 #include "config.h"
 #include "err.h"
 #include "log.h"
+#include "tls.h"
 
 static void usage(FILE *f, const char *program, const char *description, const char *man_page,
                   const cli_cmd_t *cmds)
@@ -59,5 +61,64 @@ int cli_load_config(const cfg_key_t *schema, const char *path, cfg_t **ret_cfg)
         return r;
     }
     *ret_cfg = cfg;
+    return 0;
+}
+
+static void trust_usage(FILE *f, const cli_trust_t *t)
+{
+    fprintf(f,
+            "usage: %s trust --config FILE FINGERPRINT\n\n"
+            "Adds 'fingerprint = FINGERPRINT' to the [%s] section of the configuration, so\n"
+            "this side accepts the peer whose certificate has it (the line '%s init'\n"
+            "printed after 'fingerprint:'). The file is rewritten atomically with its comments\n"
+            "kept; a fingerprint already there is not added twice. Several may be trusted at\n"
+            "once, to rotate a key.%s%s\n",
+            t->program, t->section, t->peer_program, t->note[0] ? " " : "", t->note);
+}
+
+static bool same_fingerprint(const char *existing, const char *value)
+{
+    char fp[TLS_FP_LEN];
+    return tls_fingerprint_parse(existing, fp) == 0 && !strcmp(fp, value);
+}
+
+int cli_trust(const cli_trust_t *t, int argc, char **argv)
+{
+    const char *config = NULL, *given = NULL;
+    char fp[TLS_FP_LEN];
+    bool added;
+
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            trust_usage(stdout, t);
+            return 0;
+        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            config = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            config = argv[i] + 9;
+        } else if (argv[i][0] != '-' && !given) {
+            given = argv[i];
+        } else {
+            trust_usage(stderr, t);
+            return err_exit_code(ERR_USAGE);
+        }
+    }
+    if (!config || !given) {
+        log_error("trust needs --config FILE and a FINGERPRINT; see '%s trust --help'", t->program);
+        return err_exit_code(ERR_USAGE);
+    }
+    if (tls_fingerprint_parse(given, fp) < 0) {
+        log_error("\"%s\" is not a certificate fingerprint: expected the 64 hex digits (in pairs "
+                  "joined by ':') that '%s init' prints after 'fingerprint:'",
+                  given, t->peer_program);
+        return err_exit_code(ERR_USAGE);
+    }
+    int r = cfgedit_add_value(config, t->section, "fingerprint", fp, same_fingerprint, &added);
+    if (r < 0) {
+        log_error("cannot add the fingerprint to %s: %s", config, err_str(r));
+        return err_exit_code(r);
+    }
+    printf("%s [%s] fingerprint %s in %s\n", added ? "added" : "already trusted:", t->section, fp,
+           config);
     return 0;
 }

@@ -21,4 +21,15 @@ int cli_main(const char *program, const char *description, const char *man_page,
  * and returns the error. */
 int cli_load_config(const cfg_key_t *schema, const char *path, cfg_t **ret_cfg);
 
+/* `trust --config FILE FINGERPRINT`, shared by both programs: adds the peer's fingerprint to
+ * section of the config file (atomically, keeping comments; idempotent). */
+typedef struct cli_trust {
+    const char *program;      /* "understudy-agent" */
+    const char *section;      /* where the peer's fingerprints go: "controller" */
+    const char *peer_program; /* whose init prints the fingerprint: "understudy-controller" */
+    const char *note;         /* an extra sentence for --help, or "" */
+} cli_trust_t;
+
+int cli_trust(const cli_trust_t *t, int argc, char **argv);
+
 #endif

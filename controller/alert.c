@@ -13,6 +13,7 @@
  *   body text
  */
 #include "alert.h"
+#include "safefs.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -88,35 +89,10 @@ static const char *const *keep_list(alert_t *a, const char *const *list, size_t 
     return out;
 }
 
+/* The guard's and the outbox's files hold evidence and recipients: mode 0600. */
 static int write_atomic(int dirfd, const char *name, const void *data, size_t len)
 {
-    char tmp[300];
-    int r = 0;
-
-    snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    for (size_t off = 0; off < len;) {
-        ssize_t n = write(fd, (const char *)data + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = -errno;
-            break;
-        }
-        off += (size_t)n;
-    }
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
-        r = -errno;
-    if (r < 0) {
-        unlinkat(dirfd, tmp, 0);
-        return r;
-    }
-    return fsync(dirfd) < 0 ? -errno : 0;
+    return safefs_write_atomic(dirfd, name, data, len, 0600);
 }
 
 /* Reads a file of at most max bytes into a malloc'ed NUL-terminated string. */

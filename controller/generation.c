@@ -323,7 +323,7 @@ static int journal_write(gen_store_t *g, const char *kind, uint64_t gen, uint64_
 {
     char line[96];
     int n = snprintf(line, sizeof(line), "%s %" PRIu64 " %" PRIu64 "\n", kind, gen, prev);
-    return safefs_write_atomic(g->data_fd, JOURNAL, line, (size_t)n);
+    return safefs_write_atomic(g->data_fd, JOURNAL, line, (size_t)n, 0644);
 }
 
 static int journal_done(gen_store_t *g)
@@ -618,7 +618,7 @@ int gen_store_install(gen_store_t *g, uint64_t generation, const uint8_t digest[
     if (stage < 0)
         return set_err(err, err_size, -errno, "cannot open the staged generation: %s",
                        strerror(errno));
-    r = safefs_write_atomic(stage, "meta", meta, (size_t)n);
+    r = safefs_write_atomic(stage, "meta", meta, (size_t)n, 0644);
     if (r < 0) {
         close(stage);
         return set_err(err, err_size, r, "cannot write the generation's meta: %s", strerror(-r));

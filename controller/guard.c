@@ -1,5 +1,6 @@
 /* The write guard's latch. See guard.h. */
 #include "guard.h"
+#include "safefs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -81,35 +82,10 @@ static int json_string(buf_t *b, const char *s)
 }
 
 /* Writes name in the guard directory through temp + fsync + rename + fsync(dir), mode 0600. */
+/* The guard's and the outbox's files hold evidence and recipients: mode 0600. */
 static int write_atomic(int dirfd, const char *name, const void *data, size_t len)
 {
-    char tmp[64];
-    int r = 0;
-
-    snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    for (size_t off = 0; off < len;) {
-        ssize_t n = write(fd, (const char *)data + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            r = -errno;
-            break;
-        }
-        off += (size_t)n;
-    }
-    if (r == 0 && fsync(fd) < 0)
-        r = -errno;
-    close(fd);
-    if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
-        r = -errno;
-    if (r < 0) {
-        unlinkat(dirfd, tmp, 0);
-        return r;
-    }
-    return fsync(dirfd) < 0 ? -errno : 0;
+    return safefs_write_atomic(dirfd, name, data, len, 0600);
 }
 
 /* Appends one event line (a JSON object without its braces) to events. */

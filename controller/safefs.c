@@ -149,14 +149,15 @@ int safefs_rm_tree(int dirfd, const char *name)
     return r;
 }
 
-int safefs_write_atomic(int dirfd, const char *name, const char *text, size_t len)
+int safefs_write_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode)
 {
+    const char *text = data;
     char tmp[NAME_MAX + 1];
     int r = 0;
 
     if (snprintf(tmp, sizeof(tmp), ".%s.tmp", name) >= (int)sizeof(tmp))
         return -ENAMETOOLONG;
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0)
         return -errno;
     for (size_t off = 0; off < len;) {

@@ -23,9 +23,9 @@ int safefs_open_parent(int dirfd, const char *path, const char **ret_name);
  * Returns 0 or the first negative errno. */
 int safefs_rm_tree(int dirfd, const char *name);
 
-/* Writes text to name in dirfd through a temp file, fsync and rename, then fsyncs dirfd.
- * Returns 0 or a negative errno. */
-int safefs_write_atomic(int dirfd, const char *name, const char *text, size_t len);
+/* Writes data to name in dirfd (mode `mode`) through a temp file, fsync and rename, then fsyncs
+ * dirfd: a reader sees the old or the new content, never a mix. Returns 0 or a negative errno. */
+int safefs_write_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
 
 /* Reads a small text file (up to max - 1 bytes) into buf, NUL-terminated. Returns the length
  * or a negative errno. */

@@ -1,67 +1,11 @@
 /* understudy-controller trust: adds an agent's fingerprint to controller.conf. */
-#include <stdio.h>
-#include <string.h>
-
+#include "cli.h"
 #include "controller.h"
-#include "cfgedit.h"
-#include "err.h"
-#include "log.h"
-#include "tls.h"
-
-static void trust_usage(FILE *f)
-{
-    fprintf(f, "usage: understudy-controller trust --config FILE FINGERPRINT\n\n"
-               "Adds 'fingerprint = FINGERPRINT' to the [agent] section of the controller's\n"
-               "configuration, so the controller accepts the agent whose certificate has it (the\n"
-               "line 'understudy-agent init' printed after 'fingerprint:'). The file is\n"
-               "rewritten atomically with its comments kept; a fingerprint already there is\n"
-               "not added twice. Several may be trusted at once, to rotate a key. The controller\n"
-               "reads its configuration when it starts: restart it afterwards.\n");
-}
-
-static bool same_fingerprint(const char *existing, const char *value)
-{
-    char fp[TLS_FP_LEN];
-    return tls_fingerprint_parse(existing, fp) == 0 && !strcmp(fp, value);
-}
 
 int cmd_trust(int argc, char **argv)
 {
-    const char *config = NULL, *given = NULL;
-    char fp[TLS_FP_LEN];
-    bool added;
-
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            trust_usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            config = argv[++i];
-        } else if (!strncmp(argv[i], "--config=", 9)) {
-            config = argv[i] + 9;
-        } else if (argv[i][0] != '-' && !given) {
-            given = argv[i];
-        } else {
-            trust_usage(stderr);
-            return err_exit_code(ERR_USAGE);
-        }
-    }
-    if (!config || !given) {
-        log_error("trust needs --config FILE and a FINGERPRINT; see 'understudy-controller trust "
-                  "--help'");
-        return err_exit_code(ERR_USAGE);
-    }
-    if (tls_fingerprint_parse(given, fp) < 0) {
-        log_error("\"%s\" is not a certificate fingerprint: expected the 64 hex digits (in pairs "
-                  "joined by ':') that 'understudy-agent init' prints after 'fingerprint:'",
-                  given);
-        return err_exit_code(ERR_USAGE);
-    }
-    int r = cfgedit_add_value(config, "agent", "fingerprint", fp, same_fingerprint, &added);
-    if (r < 0) {
-        log_error("cannot add the fingerprint to %s: %s", config, err_str(r));
-        return err_exit_code(r);
-    }
-    printf("%s [agent] fingerprint %s in %s\n", added ? "added" : "already trusted:", fp, config);
-    return 0;
+    static const cli_trust_t t = {
+        "understudy-controller", "agent", "understudy-agent",
+        "The controller reads its configuration when it starts: restart it afterwards."};
+    return cli_trust(&t, argc, argv);
 }
