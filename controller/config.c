@@ -52,6 +52,11 @@ const cfg_key_t controller_schema[] = {
      "file drift also compares content hashes (reads every file on each check)"},
     {"guard", "file_check_interval", CFG_DURATION, 0, "5m",
      "how often the live tree is compared with its manifest"},
+    {"guard", "db_ignore", CFG_STRING, CFG_MULTI, NULL,
+     "rows that are not database drift, TABLE_SUFFIX COLUMN LIKE-PATTERN (transients, cron, "
+     "*_children, _edit_lock always are)"},
+    {"guard", "db_interval", CFG_DURATION, 0, "30s",
+     "how often the live database is compared with what was applied"},
     {"guard", "webhook_listen", CFG_ADDRESS, 0, NULL,
      "HTTPS endpoint for Cloudflare load-balancer notifications, HOST:PORT"},
     {"guard", "webhook_cert", CFG_PATH, 0, NULL, "certificate chain (PEM) of the webhook endpoint"},

@@ -17,5 +17,8 @@ int cmd_dumps(int argc, char **argv);
 int cmd_trust(int argc, char **argv);
 int cmd_rollback(int argc, char **argv);
 int cmd_generations(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_resolve(int argc, char **argv);
+int cmd_export_local_changes(int argc, char **argv);
 
 #endif

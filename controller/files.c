@@ -14,6 +14,7 @@
  */
 #include "files.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -45,12 +46,13 @@
 
 /* ---- hash table: content hash -> where it is ---- */
 
-enum { H_LIVE = 1, H_OBJECT = 2, H_USED = 4 };
+enum { H_LIVE = 1, H_OBJECT = 2, H_USED = 4, H_PLACED = 8 };
 
 typedef struct hslot {
     uint8_t hash[MF_HASH_LEN];
     uint8_t state; /* 0: empty */
     size_t path;   /* H_LIVE: offset of a live path in the arena */
+    size_t placed; /* H_PLACED: offset of the new tree's path the object was moved to */
 } hslot_t;
 
 typedef struct htab {
@@ -115,7 +117,8 @@ static hslot_t *htab_add(htab_t *t, const uint8_t *hash)
     return &t->slots[j];
 }
 
-static int htab_add_path(htab_t *t, hslot_t *s, const char *path)
+/* Copies path into the arena; returns its offset in *ret_off. */
+static int arena_add(htab_t *t, const char *path, size_t *ret_off)
 {
     size_t len = strlen(path) + 1;
     if (t->arena_len + len > t->arena_cap) {
@@ -129,10 +132,17 @@ static int htab_add_path(htab_t *t, hslot_t *s, const char *path)
         t->arena_cap = cap;
     }
     memcpy(t->arena + t->arena_len, path, len);
-    s->path = t->arena_len;
-    s->state |= H_LIVE;
+    *ret_off = t->arena_len;
     t->arena_len += len;
     return 0;
+}
+
+static int htab_add_path(htab_t *t, hslot_t *s, const char *path)
+{
+    int r = arena_add(t, path, &s->path);
+    if (r == 0)
+        s->state |= H_LIVE;
+    return r;
 }
 
 static void htab_free(htab_t *t)
@@ -155,6 +165,7 @@ struct stage {
     gen_store_t *g;
     uint64_t gen;
     int staging_fd, root_fd, live_fd; /* live_fd: -1 without a live generation */
+    bool store_empty; /* objects/ and partial/ held nothing at the start: skip probing them */
     htab_t tab;
     need_t *needs;
     size_t n_needs, cap_needs;
@@ -193,6 +204,25 @@ static void hash_hex_name(char *out, size_t size, const char *dir, const uint8_t
     snprintf(out, size, "%s/%s", dir, hex);
 }
 
+/* Whether dirfd/name holds no entry (or cannot be read: then it is probed entry by entry). */
+static bool dir_is_empty(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    bool empty = d != NULL;
+    struct dirent *de;
+
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    while (empty && (de = readdir(d)))
+        empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+    closedir(d);
+    return empty;
+}
+
 int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size)
 {
     stage_t *st = calloc(1, sizeof(*st));
@@ -228,6 +258,8 @@ int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size)
     }
     (void)mkdirat(st->staging_fd, GEN_OBJECTS, 0700);
     (void)mkdirat(st->staging_fd, GEN_PARTIAL, 0700);
+    st->store_empty =
+        dir_is_empty(st->staging_fd, GEN_OBJECTS) && dir_is_empty(st->staging_fd, GEN_PARTIAL);
     st->root_fd = openat(st->staging_fd, GEN_STAGE_DIR "/root",
                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (st->root_fd < 0) {
@@ -561,17 +593,19 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
             }
             whole_started = true;
             hash_hex_name(name, sizeof(name), GEN_PARTIAL, n->hash);
-            k.fd = openat(st->staging_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-            if (k.fd < 0) {
-                r = set_err(err, err_size, -errno, "cannot write %s: %s", name, strerror(errno));
-                goto out;
-            }
             uint64_t off = m->u.file_data.offset;
             if (off != 0 && off != n->resume) {
                 r = refuse(st, err, err_size, n->path, plen, "content sent from a wrong offset");
                 goto out;
             }
-            r = off ? sink_rehash(&k, off) : (ftruncate(k.fd, 0) < 0 ? -errno : 0);
+            /* From the start: truncate on open; resuming: keep what the earlier run wrote. */
+            k.fd = openat(st->staging_fd, name,
+                          O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (off ? 0 : O_TRUNC), 0600);
+            if (k.fd < 0) {
+                r = set_err(err, err_size, -errno, "cannot write %s: %s", name, strerror(errno));
+                goto out;
+            }
+            r = off ? sink_rehash(&k, off) : 0;
             if (r < 0) {
                 set_err(err, err_size, r, "cannot resume %s: %s", name, strerror(-r));
                 goto out;
@@ -845,7 +879,7 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
                 r = set_err(err, err_size, -ENOMEM, "out of memory");
                 goto out;
             }
-            if (fstatat(st->staging_fd, obj, &ost, AT_SYMLINK_NOFOLLOW) == 0 &&
+            if (!st->store_empty && fstatat(st->staging_fd, obj, &ost, AT_SYMLINK_NOFOLLOW) == 0 &&
                 S_ISREG(ost.st_mode) && (uint64_t)ost.st_size == e.size &&
                 object_intact(st->staging_fd, obj, e.hash)) {
                 s->state |= H_OBJECT; /* received by an earlier, interrupted sync */
@@ -856,7 +890,8 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
                 hash_hex_name(obj, sizeof(obj), GEN_PARTIAL, e.hash);
                 if (same_path && le.size > DELTA_MIN_SIZE && e.size > DELTA_MIN_SIZE)
                     tr = WIRE_TRANSFER_DELTA;
-                else if (fstatat(st->staging_fd, obj, &ost, AT_SYMLINK_NOFOLLOW) == 0 &&
+                else if (!st->store_empty &&
+                         fstatat(st->staging_fd, obj, &ost, AT_SYMLINK_NOFOLLOW) == 0 &&
                          S_ISREG(ost.st_mode) && (uint64_t)ost.st_size < e.size)
                     resume = (uint64_t)ost.st_size;
                 r = add_need(st, path, e.hash, e.size, tr, resume);
@@ -1133,9 +1168,14 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
         int fd = openat(st->staging_fd, obj, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd >= 0) {
             r = set_meta(st, fd, e);
-            if (r == 0)
-                r = linkat(st->staging_fd, obj, dirfd, name, 0) < 0 ? -errno : 0;
             close(fd);
+            /* Moved, not linked: a link would leave a store entry to remove after the switch,
+             * one more system call per file. A later entry with the same content copies it from
+             * where it was placed. (If this sync then fails, the object is sent again.) */
+            if (r == 0)
+                r = renameat(st->staging_fd, obj, dirfd, name) < 0 ? -errno : 0;
+            if (r == 0 && arena_add(&st->tab, e->path, &s->placed) == 0)
+                s->state |= H_PLACED;
             if (src >= 0)
                 close(src);
             s->state |= H_USED;
@@ -1143,6 +1183,8 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
         }
     }
     /* 3. A copy of whatever holds the content. */
+    if (src < 0 && s && (s->state & H_PLACED))
+        src = safefs_open(st->root_fd, st->tab.arena + s->placed, O_RDONLY, 0);
     if (src < 0)
         src = openat(st->staging_fd, obj, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (src < 0)

@@ -9,6 +9,10 @@ static const cli_cmd_t commands[] = {
     {"rollback", cmd_rollback, "switch the site back to an earlier generation"},
     {"generations", cmd_generations, "list the kept generations (* marks the live one)"},
     {"dumps", cmd_dumps, "list the retained database dumps"},
+    {"status", cmd_status, "is the backup current, how stale, is it fenced and why"},
+    {"export-local-changes", cmd_export_local_changes,
+     "write what was changed on the backup as SQL and files for the primary"},
+    {"resolve", cmd_resolve, "save the diverged backup, then let syncs apply again"},
     {"trust", cmd_trust, "add a peer fingerprint to the config"},
     {NULL, NULL, NULL},
 };

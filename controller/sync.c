@@ -12,6 +12,7 @@
 #include "files.h"
 #include "generation.h"
 #include "log.h"
+#include "status.h"
 #include "watch.h"
 
 #define SYNC_RECV_TIMEOUT_MS (10 * 60 * 1000)
@@ -21,6 +22,7 @@ struct syncer {
     dbrecv_t *db;
     pthread_mutex_t mu; /* one sync at a time */
     watch_t *watch;     /* the write guard, or NULL */
+    char *data;         /* [site] data, for the last-sync record (status.h) */
 };
 
 void syncer_set_watch(syncer_t *s, watch_t *w)
@@ -46,6 +48,7 @@ int syncer_open(const cfg_t *cfg, syncer_t **ret, char *err, size_t err_size)
     if (!s)
         return UV_ENOMEM;
     pthread_mutex_init(&s->mu, NULL);
+    s->data = strdup(opts.data ? opts.data : ".");
     r = dbrecv_open(cfg, &s->db, err, err_size);
     if (r < 0)
         goto fail;
@@ -68,6 +71,7 @@ void syncer_close(syncer_t *s)
     gen_store_close(s->gen);
     dbrecv_close(s->db);
     pthread_mutex_destroy(&s->mu);
+    free(s->data);
     free(s);
 }
 
@@ -211,6 +215,15 @@ int syncer_run(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin, c
         log_error("%s: sync failed: %s", peer, err[0] ? err : err_str(r));
     if (s->watch && r != ERR_REFUSED) /* refusals are the guard's own alerts */
         watch_sync_done(s->watch, r >= 0, time(NULL), err[0] ? err : err_str(r));
+    /* The outcome for 'understudy-controller status'. */
+    if (s->data && !begin->dry_run)
+        status_record_sync(s->data,
+                           r == ERR_REFUSED ? "refused"
+                           : r < 0          ? "failed"
+                           : unchanged      ? "unchanged"
+                                            : "applied",
+                           time(NULL), r < 0 ? gen_store_live(s->gen) : gen, peer,
+                           r < 0 ? (err[0] ? err : err_str(r)) : "");
     if (r < 0) {
         return send_result(io, r == ERR_REFUSED ? WIRE_STATUS_REFUSED : WIRE_STATUS_FAILED,
                            gen_store_live(s->gen), r, err[0] ? err : err_str(r));

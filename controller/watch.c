@@ -14,6 +14,7 @@
 
 #include "accesslog.h"
 #include "alert.h"
+#include "dbdrift.h"
 #include "drift.h"
 #include "err.h"
 #include "firewall.h"
@@ -50,6 +51,15 @@ struct watch {
     int drift_result;
     char drift_err[512];
     char drift_root[PATH_MAX];
+
+    /* Database drift (dbdrift.h; the work runs on a worker thread, the rest is loop thread). */
+    uv_work_t dbd_req;
+    bool dbd_running;
+    uint64_t dbd_interval_ms, last_dbd_ms;
+    time_t dbd_cleared, dbd_switched;
+    dbdrift_report_t dbd_rep;
+    int dbd_result;
+    char dbd_err[512], dbd_last_err[512];
 
     /* Alert delivery. */
     uv_work_t deliver_req;
@@ -240,6 +250,8 @@ static void drift_done(uv_work_t *req, int status)
     if (w->drift_result == 1 || !drift_found(rep))
         return;
     guard_is_tripped(w->guard, &info);
+    if (info.cleared_at != w->drift_since)
+        return; /* resolved while it ran: the next check counts from the clear */
     if (info.tripped && (info.signals & (1u << GUARD_SIGNAL_FILES)))
         return; /* already on record; do not repeat the same evidence every interval */
     const char *lines[DRIFT_MAX_EXAMPLES + 1];
@@ -267,6 +279,86 @@ static void drift_maybe_start(watch_t *w)
     w->drift_req.data = w;
     if (uv_queue_work(w->loop, &w->drift_req, drift_work, drift_done) == 0) {
         w->drift_running = true;
+        w->running_work++;
+    }
+}
+
+/* ---- database drift ---------------------------------------------------------------------- */
+
+static void dbd_work(uv_work_t *req)
+{
+    watch_t *w = req->data;
+    w->dbd_result =
+        dbdrift_check(w->cfg, w->dbd_cleared, &w->dbd_rep, w->dbd_err, sizeof(w->dbd_err));
+}
+
+static void dbd_done(uv_work_t *req, int status)
+{
+    watch_t *w = req->data;
+    const dbdrift_report_t *rep = &w->dbd_rep;
+    guard_info_t info;
+
+    w->dbd_running = false;
+    w->running_work--;
+    if (w->stopping || status < 0) {
+        watch_maybe_free(w);
+        return;
+    }
+    if (w->dbd_result < 0) {
+        if (strcmp(w->dbd_err, w->dbd_last_err))
+            log_error("write guard: database drift check failed: %s", w->dbd_err);
+        snprintf(w->dbd_last_err, sizeof(w->dbd_last_err), "%s", w->dbd_err);
+        return;
+    }
+    w->dbd_last_err[0] = '\0';
+    if (w->dbd_result == 1) {
+        w->dbd_switched = 0; /* caught mid-switch: look again on the next tick */
+        return;
+    }
+    if (rep->baseline_written) {
+        log_info("write guard: database baseline of generation %llu taken (%llu tables)",
+                 (unsigned long long)rep->live, (unsigned long long)rep->tables);
+        return;
+    }
+    if (!rep->differing)
+        return;
+    guard_is_tripped(w->guard, &info);
+    if (info.cleared_at != w->dbd_cleared)
+        return; /* resolved while it ran: the next check takes a new baseline */
+    if (info.tripped && (info.signals & (1u << GUARD_SIGNAL_DATABASE)))
+        return; /* already on record */
+    const char *lines[DBDRIFT_MAX_EXAMPLES + 1];
+    char summary[160];
+    size_t n = 0;
+    snprintf(summary, sizeof(summary), "%llu of %llu tables differ from what was applied",
+             (unsigned long long)rep->differing, (unsigned long long)rep->tables);
+    lines[n++] = summary;
+    for (size_t i = 0; i < rep->n_examples; i++)
+        lines[n++] = rep->examples[i];
+    int r = guard_trip(w->guard, GUARD_SIGNAL_DATABASE, time(NULL), lines, n);
+    if (r == 1)
+        log_warn("write guard tripped: the live database changed (%s: %s); syncs are refused "
+                 "until 'understudy-controller resolve'",
+                 summary, rep->n_examples ? rep->examples[0] : "");
+}
+
+static void dbd_maybe_start(watch_t *w)
+{
+    if (w->dbd_running || !w->have_live || !cfg_get(w->cfg, "database", "name"))
+        return;
+    /* A new generation or a clear wants its baseline at once, not an interval later. */
+    struct stat st;
+    const char *docroot = cfg_get(w->cfg, "site", "docroot");
+    time_t switched = lstat(docroot, &st) == 0 ? st.st_mtim.tv_sec : 0;
+    bool fresh = switched != w->dbd_switched || w->cleared_at != w->dbd_cleared;
+    if (!fresh && now_ms(w) - w->last_dbd_ms < w->dbd_interval_ms)
+        return;
+    w->last_dbd_ms = now_ms(w);
+    w->dbd_switched = switched;
+    w->dbd_cleared = w->cleared_at;
+    w->dbd_req.data = w;
+    if (uv_queue_work(w->loop, &w->dbd_req, dbd_work, dbd_done) == 0) {
+        w->dbd_running = true;
         w->running_work++;
     }
 }
@@ -346,6 +438,7 @@ static void on_tick(uv_timer_t *t)
     poll_logs(w);
     live_check(w);
     drift_maybe_start(w);
+    dbd_maybe_start(w);
     alerts_tick(w);
 }
 
@@ -435,6 +528,7 @@ int watch_start(uv_loop_t *loop, const cfg_t *cfg, watch_t **ret, char *err, siz
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->polled, NULL);
     w->drift_interval_ms = cfg_get_duration(cfg, "guard", "file_check_interval", 300) * 1000;
+    w->dbd_interval_ms = cfg_get_duration(cfg, "guard", "db_interval", 30) * 1000;
     r = guard_open(cfg_get(cfg, "site", "data"), &w->guard, err, err_size);
 
     const char *const *paths, *const *ignore;
