@@ -1216,6 +1216,13 @@ static int exchange(dbsend_t *s, const wpconfig_t *wp)
             snprintf(s->err, s->err_size, "the controller refused the database: %s",
                      reply->u.error.text);
             r = ERR_REFUSED;
+        } else if (r == 0 && reply->type == WIRE_RESULT) {
+            /* The controller gave up on this sync (its database unreachable, a refusal). */
+            const wire_result_t *res = &reply->u.result;
+            snprintf(s->err, s->err_size, "the controller %s the sync: %s",
+                     res->status == WIRE_STATUS_REFUSED ? "refused" : "could not apply",
+                     res->reason[0] ? res->reason : "no reason given");
+            r = res->status == WIRE_STATUS_REFUSED ? ERR_REFUSED : ERR_DB;
         } else if (r == 0 && reply->type != WIRE_DB_NEED) {
             snprintf(s->err, s->err_size, "expected DbNeed, got %s", wire_type_name(reply->type));
             r = ERR_PROTOCOL;

@@ -40,6 +40,15 @@ int ctldb_connect(const ctldb_opts_t *o, MYSQL **ret, char *err, size_t err_size
     return 0;
 }
 
+int ctldb_ensure(MYSQL **db, const ctldb_opts_t *opts, char *err, size_t err_size)
+{
+    if (*db && mysql_ping(*db) == 0)
+        return 0;
+    ctldb_close(*db);
+    *db = NULL;
+    return ctldb_connect(opts, db, err, err_size);
+}
+
 void ctldb_close(MYSQL *db)
 {
     if (db)

@@ -24,6 +24,10 @@ typedef struct ctldb_opts {
 int ctldb_connect(const ctldb_opts_t *opts, MYSQL **ret, char *err, size_t err_size);
 void ctldb_close(MYSQL *db);
 
+/* Makes *db usable: pings it and, when the server went away (a restart), connects again with
+ * opts. Returns 0, or ERR_DB_CONNECT with err (then *db is NULL). */
+int ctldb_ensure(MYSQL **db, const ctldb_opts_t *opts, char *err, size_t err_size);
+
 /* Runs one statement, discarding any result. Returns 0 or ERR_DB with err. */
 int ctldb_exec(MYSQL *db, const char *sql, size_t len, char *err, size_t err_size);
 

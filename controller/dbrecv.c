@@ -85,6 +85,8 @@ typedef struct manifest {
 
 struct dbrecv {
     MYSQL *db;
+    ctldb_opts_t opts;                    /* to connect again after the server restarted */
+    bool resync;                          /* take every table, whatever its digest */
     char live[72], stage[96], meta[80];   /* stage: L_new<N> of the run in progress ("" if none) */
     char *user, *password, *host_setting; /* for wp-config.php */
     char *dumps_dir;                      /* [site] data/dumps; NULL: no retained dumps */
@@ -92,6 +94,20 @@ struct dbrecv {
 };
 
 /* ---- helpers ---- */
+
+/* The backup's server may have restarted since the last sync: connect again if needed, with
+ * this session's settings. */
+static int session_setup(dbrecv_t *d, char *err, size_t err_size);
+
+static int reconnect(dbrecv_t *d, char *err, size_t err_size)
+{
+    bool had = d->db != NULL;
+    MYSQL *before = d->db;
+    int r = ctldb_ensure(&d->db, &d->opts, err, err_size);
+    if (r == 0 && (!had || d->db != before))
+        r = session_setup(d, err, err_size);
+    return r;
+}
 
 static void manifest_clear(manifest_t *m)
 {
@@ -493,6 +509,7 @@ int dbrecv_open(const cfg_t *cfg, dbrecv_t **ret, char *err, size_t err_size)
     o.port = (unsigned)cfg_get_uint(cfg, "database", "port", 3306);
     o.user = d->user[0] ? d->user : NULL;
     o.password = d->password;
+    d->opts = o;
     r = ctldb_connect(&o, &d->db, err, err_size);
     if (r == 0)
         r = session_setup(d, err, err_size);
@@ -515,6 +532,11 @@ int dbrecv_open(const cfg_t *cfg, dbrecv_t **ret, char *err, size_t err_size)
     }
     *ret = d;
     return 0;
+}
+
+void dbrecv_set_resync(dbrecv_t *d, bool on)
+{
+    d->resync = on;
 }
 
 void dbrecv_close(dbrecv_t *d)
@@ -1059,6 +1081,8 @@ int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_
     if (r == 0)
         r = check_begin(b, err, err_size);
     if (r == 0)
+        r = reconnect(d, err, err_size);
+    if (r == 0)
         r = session_setup(d, err, err_size);
     if (r == 0)
         r = live_generation(d, &live_gen, err, err_size);
@@ -1069,13 +1093,14 @@ int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_
         const mentry_t *e = manifest_find(&live, s->kind, s->name);
         if (s->kind == WIRE_TABLE_ROUTINE || s->kind == WIRE_TABLE_EVENT)
             continue;
-        need[i] = !e || e->digest_len != s->digest.len ||
+        need[i] = d->resync || !e || e->digest_len != s->digest.len ||
                   memcmp(e->digest, s->digest.data, s->digest.len) != 0;
         if (!need[i] || dry_run)
             continue;
         n_need++;
+        /* Chunks copy unchanged rows from the live table: not after local writes. */
         if (s->kind == WIRE_TABLE_BASE)
-            r = plan_chunks(s, e, &want[i]);
+            r = plan_chunks(s, d->resync ? NULL : e, &want[i]);
         if (want[i].partial)
             n_partial++;
         else
@@ -1371,7 +1396,9 @@ static int on_switch_db(void *ctx, uint64_t gen, char *err, size_t err_size)
     char marker[64], from[96], to[96];
     uint64_t cur = 0, prev = 0;
     manifest_t m = {0};
-    int r;
+    int r = reconnect(d, err, err_size);
+    if (r < 0)
+        return r;
 
     marker_name(marker, sizeof(marker), gen);
     r = table_exists(d, d->meta, marker, err, err_size);
@@ -1415,6 +1442,9 @@ static int on_db_is_live(void *ctx, uint64_t gen)
 {
     dbrecv_t *d = ctx;
     char marker[64], err[256];
+    int r = reconnect(d, err, sizeof(err));
+    if (r < 0)
+        return r;
     marker_name(marker, sizeof(marker), gen);
     return table_exists(d, d->meta, marker, err, sizeof(err));
 }

@@ -28,6 +28,10 @@ gen_hooks_t dbrecv_hooks(dbrecv_t *d);
 int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *db_begin, uint64_t generation,
                bool dry_run, dbrecv_stats_t *stats, char *err, size_t err_size);
 
+/* After `resolve --discard-local`: the next dbrecv_run takes every table from the agent,
+ * whatever its digest, replacing rows written on the backup. */
+void dbrecv_set_resync(dbrecv_t *d, bool on);
+
 /* Drops what dbrecv_run staged (the sync failed). */
 void dbrecv_abort(dbrecv_t *d);
 

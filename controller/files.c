@@ -166,6 +166,7 @@ struct stage {
     uint64_t gen;
     int staging_fd, root_fd, live_fd; /* live_fd: -1 without a live generation */
     bool store_empty; /* objects/ and partial/ held nothing at the start: skip probing them */
+    bool verify_live; /* resync after resolve: live files are trusted only when unchanged */
     htab_t tab;
     need_t *needs;
     size_t n_needs, cap_needs;
@@ -302,6 +303,26 @@ int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size)
 fail:
     stage_abort(st);
     return r;
+}
+
+void stage_set_verify_live(stage_t *st, bool on)
+{
+    st->verify_live = on;
+}
+
+static bool same_meta(const stage_t *st, int fd, const mf_entry_t *e);
+
+/* Whether the live copy of le still has the metadata its manifest entry records. */
+static bool live_intact(const stage_t *st, const mf_entry_t *le)
+{
+    if (st->live_fd < 0)
+        return false;
+    int fd = safefs_open(st->live_fd, le->path, O_RDONLY, 0);
+    if (fd < 0)
+        return false;
+    bool ok = same_meta(st, fd, le);
+    close(fd);
+    return ok;
 }
 
 uint64_t stage_generation(const stage_t *st)
@@ -869,7 +890,11 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
         hslot_t *s = htab_find(&st->tab, e.hash);
         char obj[256];
         struct stat ost;
-        if ((same_path && !memcmp(le.hash, e.hash, MF_HASH_LEN)) || s) {
+        /* After a resolve, a live copy counts only while it is as it went live. */
+        bool have_live = same_path && !memcmp(le.hash, e.hash, MF_HASH_LEN) &&
+                         (!st->verify_live || live_intact(st, &le));
+        bool have_other = s && (!st->verify_live || (s->state & H_OBJECT));
+        if (have_live || have_other) {
             if (s && !(s->state & H_LIVE))
                 stats->reused_by_hash++;
         } else {
@@ -1189,6 +1214,22 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
         src = openat(st->staging_fd, obj, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (src < 0)
         return -ENOENT;
+    /* The copy must be of the listed content. The live wp-config.php is the controller's own
+     * rewrite of the primary's (dbrecv's prepare hook): copy it whole, and the hook rewrites it
+     * again. Any other live copy whose size no longer matches was changed on the backup. */
+    struct stat ss;
+    uint64_t want = e->size;
+    if (fstat(src, &ss) < 0) {
+        r = -errno;
+        close(src);
+        return r;
+    }
+    if (!strcmp(e->path, GEN_REWRITTEN_FILE)) {
+        want = (uint64_t)ss.st_size;
+    } else if ((uint64_t)ss.st_size != e->size) {
+        close(src);
+        return -ESTALE;
+    }
     char tmp[64];
     snprintf(tmp, sizeof(tmp), GEN_TMP "/copy.%u", b->copy_seq++);
     int out =
@@ -1199,7 +1240,7 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
         return r;
     }
     r = 0;
-    for (uint64_t left = e->size; left > 0;) {
+    for (uint64_t left = want; left > 0;) {
         ssize_t n = copy_file_range(src, NULL, out, NULL, left, 0);
         if (n <= 0) {
             r = n < 0 ? -errno : -EIO;
@@ -1276,6 +1317,13 @@ static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, char *er
         r = place_file(b, e, live_same_path, dirfd, name);
         if (r == 0)
             return 0;
+        if (r == -ESTALE) {
+            char q[512];
+            return set_err(err, err_size, ERR_REFUSED,
+                           "the live copy of '%s' was changed on the backup after it went live; "
+                           "see 'understudy-controller status'",
+                           safefs_quote(e->path, plen, q, sizeof(q)));
+        }
         errno = -r;
         break;
     }

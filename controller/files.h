@@ -31,6 +31,10 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
 int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64_t *ret_generation,
                  char *err, size_t err_size);
 
+/* After `resolve --discard-local`: trust no live file whose metadata no longer matches its
+ * manifest entry (it may have been changed on the backup): ask the agent for it instead. */
+void stage_set_verify_live(stage_t *st, bool on);
+
 /* Discards the stage (content received by hash is kept for a resumed sync). Accepts NULL. */
 void stage_abort(stage_t *st);
 

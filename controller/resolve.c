@@ -31,6 +31,8 @@
 #include "err.h"
 #include "guard.h"
 #include "log.h"
+#include "safefs.h"
+#include "sync.h"
 
 static void usage(FILE *f)
 {
@@ -274,6 +276,17 @@ int cmd_resolve(int argc, char **argv)
         }
         goto out;
     }
+    /* The next sync must replace what the backup changed, not only what the primary did. */
+    int data_fd = open(cfg_get(cfg, "site", "data"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    r = data_fd < 0 ? -errno
+                    : safefs_write_atomic(data_fd, SYNC_RESYNC_FILE, dir, strlen(dir), 0600);
+    if (data_fd >= 0)
+        close(data_fd);
+    if (r < 0) {
+        log_error("cannot mark %s/%s for the next sync: %s; the guard stays tripped",
+                  cfg_get(cfg, "site", "data"), SYNC_RESYNC_FILE, err_str(r));
+        goto out;
+    }
     char full_note[PATH_MAX + 300];
     snprintf(full_note, sizeof(full_note), "resolve --discard-local; snapshot %s%s%s", dir,
              note ? "; " : "", note ? note : "");
@@ -284,7 +297,7 @@ int cmd_resolve(int argc, char **argv)
         goto out;
     }
     printf("snapshot of the diverged backup: %s\nthe write guard is cleared: the next sync "
-           "applies\n",
+           "applies and replaces every table and every file changed on the backup\n",
            dir);
 out:
     guard_free(g);

@@ -1,10 +1,13 @@
 /* One sync, from SyncBegin to Result. See sync.h and proto/understudy.proto. */
 #include "sync.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "dbrecv.h"
@@ -105,6 +108,27 @@ static int expect(const msgio_t *io, wire_type_t a, wire_type_t b, wire_msg_t **
     return 0;
 }
 
+static void resync_path(const syncer_t *s, char *out, size_t size)
+{
+    snprintf(out, size, "%s/%s", s->data, SYNC_RESYNC_FILE);
+}
+
+static bool resync_pending(const syncer_t *s)
+{
+    char path[PATH_MAX];
+    resync_path(s, path, sizeof(path));
+    return access(path, F_OK) == 0;
+}
+
+static void resync_done(const syncer_t *s)
+{
+    char path[PATH_MAX];
+    resync_path(s, path, sizeof(path));
+    if (unlink(path) < 0 && errno != ENOENT)
+        log_warn("cannot remove %s: %s (the next sync will replace everything again)", path,
+                 strerror(errno));
+}
+
 /* The body of a sync; the caller sends the Result. */
 static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin,
                      const char *peer, uint64_t *ret_gen, bool *ret_unchanged, char *err,
@@ -119,7 +143,9 @@ static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *be
         return r;
     uint64_t live = gen_store_live(s->gen);
     const uint8_t *live_digest = gen_store_live_digest(s->gen);
-    bool full = live == 0 || begin->base_generation != live;
+    /* After `resolve --discard-local` (sync.h): replace whatever the backup changed. */
+    bool resync = resync_pending(s);
+    bool full = live == 0 || begin->base_generation != live || resync;
 
     wire_msg_t ready = {.type = WIRE_SYNC_READY};
     ready.u.sync_ready.live_generation = live;
@@ -135,6 +161,9 @@ static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *be
     r = stage_begin(s->gen, &st, err, err_size);
     if (r < 0)
         return r;
+    stage_set_verify_live(st, resync);
+    if (s->db)
+        dbrecv_set_resync(s->db, resync);
     r = stage_receive_files(st, io, full, begin->dry_run, &fst, err, err_size);
     if (r < 0)
         goto out;
@@ -171,9 +200,9 @@ static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *be
         r = ERR_REFUSED;
         goto out;
     }
-    if (begin->dry_run ||
-        (live_digest && !memcmp(m->u.commit.tree_digest.data, live_digest, MF_HASH_LEN) &&
-         dst.tables_received == 0)) {
+    if (begin->dry_run || (!resync && live_digest &&
+                           !memcmp(m->u.commit.tree_digest.data, live_digest, MF_HASH_LEN) &&
+                           dst.tables_received == 0)) {
         *ret_unchanged = true;
         *ret_gen = live;
         r = 0;
@@ -185,6 +214,8 @@ static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *be
         *ret_unchanged = true;
         r = 0;
     }
+    if (r == 0 && resync)
+        resync_done(s);
     if (r == 0)
         log_info("%s: generation %llu is live (%llu entries, %llu files received, %llu tables)",
                  peer, (unsigned long long)*ret_gen, (unsigned long long)fst.entries,

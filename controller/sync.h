@@ -6,6 +6,11 @@
 #include "msgio.h"
 
 typedef struct syncer syncer_t;
+
+/* Under [site] data: written by `resolve --discard-local`, it makes the next sync replace
+ * everything the backup changed (a full listing, every live file checked against its manifest
+ * entry, every table sent again); removed once that sync applied. */
+#define SYNC_RESYNC_FILE "resync"
 typedef struct watch watch_t;
 
 /* Opens the generation store and the database connection (when configured), recovering an
