@@ -25,6 +25,15 @@ static const char *const builtin_rules[][3] = {
     {"options", "option_name", "\\_site\\_transient\\_%"},
     {"options", "option_name", "cron"},
     {"options", "option_name", "%\\_children"},
+    /* WordPress core's own housekeeping, run by WP-Cron on page views when its event is due
+     * (the synced schedule can hold overdue events): HTTPS detection, recovery-mode keys, the
+     * weekly Site Health check, rewrite rules rebuilt on demand, the updaters' locks. */
+    {"options", "option_name", "https\\_detection\\_errors"},
+    {"options", "option_name", "recovery\\_keys"},
+    {"options", "option_name", "health-check-site-status-result"},
+    {"options", "option_name", "rewrite\\_rules"},
+    {"options", "option_name", "auto\\_updater.lock"},
+    {"options", "option_name", "core\\_updater.lock"},
     {"postmeta", "meta_key", "\\_edit\\_lock"},
 };
 

@@ -27,6 +27,12 @@
  *   options  option_name  cron                  the WP-Cron schedule
  *   options  option_name  %\_children           term hierarchy caches (category_children),
  *                                                rebuilt by the first GET that needs them
+ *   options  option_name  https\_detection\_errors, recovery\_keys,
+ *                         health-check-site-status-result, rewrite\_rules,
+ *                         auto\_updater.lock, core\_updater.lock
+ *                                                core housekeeping WP-Cron runs on page views
+ *                                                when its event is due (the synced schedule
+ *                                                can hold overdue events)
  *   postmeta meta_key     \_edit\_lock          "someone is editing" marks, refreshed by viewing
  * A login writes usermeta session_tokens: deliberately not ignored (a login is a write).
  *
