@@ -1012,3 +1012,21 @@ fail:
     free(tmp);
     return r;
 }
+
+char *cfg_read_secret(const char *path, char *err, size_t err_size)
+{
+    char buf[1024];
+    if (cfg_check_secret_file(path, err, err_size) < 0)
+        return NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+    if (fd >= 0)
+        close(fd);
+    if (n < 0) {
+        snprintf(err, err_size, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return strdup(buf);
+}

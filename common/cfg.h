@@ -91,6 +91,10 @@ int cfg_parse_address(const char *text, char *ret_host, size_t host_size, uint16
  * writes a one-line explanation with the chmod to run into err (e.g. "... run: chmod 600 PATH"). */
 int cfg_check_secret_file(const char *path, char *err, size_t err_size);
 
+/* Reads a secret file (a password) after cfg_check_secret_file: its content up to the first
+ * line end, malloc'ed (caller frees). Returns NULL with a one-line reason in err. */
+char *cfg_read_secret(const char *path, char *err, size_t err_size);
+
 /* Writes a commented template for the schema: every key with its help line, defaults and
  * required keys, with values from `values` (pairs "section.key", value, NULL-terminated) filled
  * in. header (may be NULL) becomes '#' comment lines at the top. Keys without a value are

@@ -183,25 +183,6 @@ void dbdrift_table_prefix(const char *docroot, char *out, size_t size)
     }
 }
 
-static char *read_password(const char *path, char *err, size_t err_size)
-{
-    char buf[1024];
-    if (cfg_check_secret_file(path, err, err_size) < 0)
-        return NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
-    if (fd >= 0)
-        close(fd);
-    if (n < 0) {
-        snprintf(err, err_size, "cannot read %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    buf[n] = '\0';
-    return strdup(buf);
-}
-
 int dbdrift_connect(const cfg_t *cfg, MYSQL **ret, char *err, size_t err_size)
 {
     const char *pwfile = cfg_get(cfg, "database", "password_file");
@@ -211,7 +192,7 @@ int dbdrift_connect(const cfg_t *cfg, MYSQL **ret, char *err, size_t err_size)
 
     if (!cfg_get(cfg, "database", "name"))
         return 1;
-    char *pw = pwfile ? read_password(pwfile, err, err_size) : strdup("");
+    char *pw = pwfile ? cfg_read_secret(pwfile, err, err_size) : strdup("");
     if (!pw)
         return pwfile ? ERR_CONFIG : UV_ENOMEM;
     ctldb_opts_t o = {

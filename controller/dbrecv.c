@@ -440,26 +440,6 @@ static int ensure_objects(dbrecv_t *d, const manifest_t *m, char *err, size_t er
 
 /* ---- opening ---- */
 
-static char *read_password(const char *path, char *err, size_t err_size)
-{
-    char buf[1024];
-    int r = cfg_check_secret_file(path, err, err_size);
-    if (r < 0)
-        return NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
-    if (fd >= 0)
-        close(fd);
-    if (n < 0) {
-        snprintf(err, err_size, "cannot read %s: %s", path, strerror(errno));
-        return NULL;
-    }
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
-        n--;
-    buf[n] = '\0';
-    return strdup(buf);
-}
-
 int dbrecv_open(const cfg_t *cfg, dbrecv_t **ret, char *err, size_t err_size)
 {
     const char *name = cfg_get(cfg, "database", "name");
@@ -488,7 +468,7 @@ int dbrecv_open(const cfg_t *cfg, dbrecv_t **ret, char *err, size_t err_size)
     snprintf(d->live, sizeof(d->live), "%s", name);
     snprintf(d->meta, sizeof(d->meta), "%s_meta", name);
     d->user = strdup(cfg_get(cfg, "database", "user") ? cfg_get(cfg, "database", "user") : "");
-    d->password = pwfile ? read_password(pwfile, err, err_size) : strdup("");
+    d->password = pwfile ? cfg_read_secret(pwfile, err, err_size) : strdup("");
     if (socket)
         r = asprintf(&d->host_setting, "localhost:%s", socket);
     else

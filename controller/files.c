@@ -176,18 +176,6 @@ struct stage {
     gid_t gid;
 };
 
-static int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, err_size, fmt, ap);
-    va_end(ap);
-    return r;
-}
-
 /* A refusal naming the path: fails the whole sync, and the staging area is cleaned. */
 static int refuse(stage_t *st, char *err, size_t err_size, const char *path, size_t len,
                   const char *why)

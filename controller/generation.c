@@ -47,10 +47,7 @@ struct gen_store {
     bool chown;
 };
 
-static int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
+int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

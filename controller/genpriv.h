@@ -39,6 +39,10 @@ int gen_store_prepare(gen_store_t *g, uint64_t generation, int root_fd, char *er
 int gen_store_install(gen_store_t *g, uint64_t generation, const uint8_t digest[MF_HASH_LEN],
                       char *err, size_t err_size);
 
+/* Formats a one-line reason into err and returns r (for `return set_err(...)`). */
+int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* The one file the controller changes after verification (its database settings): the live
  * copy differs from the listed content by design. */
 #define GEN_REWRITTEN_FILE "wp-config.php"
