@@ -8,7 +8,7 @@
 
 #include "agent.h"
 #include "err.h"
-#include "identity.h"
+#include "cli.h"
 #include "log.h"
 
 static void init_usage(FILE *f)
@@ -34,7 +34,6 @@ int cmd_init(int argc, char **argv)
     const char *dir = NULL, *site_root = NULL, *controller = NULL;
     bool force = false;
     identity_paths_t id;
-    char *error = NULL;
     char root_abs[PATH_MAX + 16];
     int opt, r;
 
@@ -65,42 +64,20 @@ int cmd_init(int argc, char **argv)
                   "--help'");
         return err_exit_code(ERR_USAGE);
     }
-    r = identity_init(dir, "agent", force, &id, &error);
-    if (r < 0) {
-        log_error("%s", error ? error : err_str(r));
-        free(error);
-        return err_exit_code(r);
-    }
+    r = cli_init_identity(dir, "agent", force, &id);
+    if (r != 0)
+        return r;
     if (site_root) {
         if (!realpath(site_root, root_abs))
             snprintf(root_abs, sizeof(root_abs), "%s", site_root);
     } else {
         snprintf(root_abs, sizeof(root_abs), "%s/site", id.dir);
     }
-    if (access(id.conf, F_OK) == 0) {
-        log_info("keeping existing %s", id.conf);
-    } else {
-        const char *values[] = {"identity.key",
-                                id.key,
-                                "identity.cert",
-                                id.cert,
-                                "site.root",
-                                root_abs,
-                                "controller.address",
-                                controller,
-                                NULL};
-        if (!controller)
-            values[6] = NULL;
-        r = cfg_write_template(agent_schema, id.conf,
-                               "understudy-agent configuration (see understudy.conf(5)).\n"
-                               "Paste the controller's fingerprint below, and its address.",
-                               values);
-        if (r < 0) {
-            log_error("cannot write %s: %s", id.conf, err_str(r));
-            return err_exit_code(r);
-        }
-    }
-    printf("key: %s\ncert: %s\nconfig: %s\nfingerprint: %s\n", id.key, id.cert, id.conf,
-           id.fingerprint);
-    return 0;
+    const char *values[] = {"site.root", root_abs, "controller.address", controller, NULL};
+    if (!controller)
+        values[2] = NULL;
+    return cli_init_finish(&id, agent_schema,
+                           "understudy-agent configuration (see understudy.conf(5)).\n"
+                           "Paste the controller's fingerprint below, and its address.",
+                           values);
 }

@@ -2,7 +2,9 @@
 
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "cfgedit.h"
@@ -120,5 +122,42 @@ int cli_trust(const cli_trust_t *t, int argc, char **argv)
     }
     printf("%s [%s] fingerprint %s in %s\n", added ? "added" : "already trusted:", t->section, fp,
            config);
+    return 0;
+}
+
+int cli_init_identity(const char *dir, const char *name, bool force, identity_paths_t *ret)
+{
+    char *error = NULL;
+    int r = identity_init(dir, name, force, ret, &error);
+    if (r < 0) {
+        log_error("%s", error ? error : err_str(r));
+        free(error);
+        return err_exit_code(r);
+    }
+    return 0;
+}
+
+int cli_init_finish(const identity_paths_t *id, const cfg_key_t *schema, const char *header,
+                    const char *const *values)
+{
+    const char *all[32] = {"identity.key", id->key, "identity.cert", id->cert};
+    size_t n = 4;
+
+    for (size_t i = 0; values[i] && n + 2 < sizeof(all) / sizeof(all[0]); i += 2) {
+        all[n++] = values[i];
+        all[n++] = values[i + 1];
+    }
+    all[n] = NULL;
+    if (access(id->conf, F_OK) == 0) {
+        log_info("keeping existing %s", id->conf);
+    } else {
+        int r = cfg_write_template(schema, id->conf, header, all);
+        if (r < 0) {
+            log_error("cannot write %s: %s", id->conf, err_str(r));
+            return err_exit_code(r);
+        }
+    }
+    printf("key: %s\ncert: %s\nconfig: %s\nfingerprint: %s\n", id->key, id->cert, id->conf,
+           id->fingerprint);
     return 0;
 }

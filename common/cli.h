@@ -5,6 +5,7 @@
 #define UNDERSTUDY_CLI_H
 
 #include "cfg.h"
+#include "identity.h"
 
 typedef struct cli_cmd {
     const char *name;
@@ -20,6 +21,17 @@ int cli_main(const char *program, const char *description, const char *man_page,
 /* Loads a config file against schema; on failure logs the one line naming file, line and key,
  * and returns the error. */
 int cli_load_config(const cfg_key_t *schema, const char *path, cfg_t **ret_cfg);
+
+/* `init`, both programs: creates the identity (identity_init) in dir as <name>.key/.crt, logging
+ * the one-line reason on failure. Returns 0 or the process exit code. */
+int cli_init_identity(const char *dir, const char *name, bool force, identity_paths_t *ret);
+
+/* `init`, second half: writes id->conf from schema with the identity's key and cert filled in
+ * plus values (pairs "section.key", value, NULL-terminated), unless the file exists (an
+ * existing config is never overwritten), then prints key, cert, config and fingerprint.
+ * Returns 0 or the process exit code. */
+int cli_init_finish(const identity_paths_t *id, const cfg_key_t *schema, const char *header,
+                    const char *const *values);
 
 /* `trust --config FILE FINGERPRINT`, shared by both programs: adds the peer's fingerprint to
  * section of the config file (atomically, keeping comments; idempotent). */

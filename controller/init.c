@@ -7,7 +7,7 @@
 
 #include "controller.h"
 #include "err.h"
-#include "identity.h"
+#include "cli.h"
 #include "log.h"
 
 static void init_usage(FILE *f)
@@ -32,7 +32,6 @@ int cmd_init(int argc, char **argv)
     const char *dir = NULL, *listen = "127.0.0.1:0";
     bool force = false;
     identity_paths_t id;
-    char *error = NULL;
     char docroot[PATH_MAX + 16], data[PATH_MAX + 16];
     int opt, r;
 
@@ -60,38 +59,15 @@ int cmd_init(int argc, char **argv)
                   "init --help'");
         return err_exit_code(ERR_USAGE);
     }
-    r = identity_init(dir, "controller", force, &id, &error);
-    if (r < 0) {
-        log_error("%s", error ? error : err_str(r));
-        free(error);
-        return err_exit_code(r);
-    }
+    r = cli_init_identity(dir, "controller", force, &id);
+    if (r != 0)
+        return r;
     snprintf(docroot, sizeof(docroot), "%s/docroot", id.dir);
     snprintf(data, sizeof(data), "%s/data", id.dir);
-    if (access(id.conf, F_OK) == 0) {
-        log_info("keeping existing %s", id.conf);
-    } else {
-        const char *values[] = {"listen.address",
-                                listen,
-                                "identity.key",
-                                id.key,
-                                "identity.cert",
-                                id.cert,
-                                "site.docroot",
-                                docroot,
-                                "site.data",
-                                data,
-                                NULL};
-        r = cfg_write_template(controller_schema, id.conf,
-                               "understudy-controller configuration (see understudy.conf(5)).\n"
-                               "Paste each agent's fingerprint under [agent].",
-                               values);
-        if (r < 0) {
-            log_error("cannot write %s: %s", id.conf, err_str(r));
-            return err_exit_code(r);
-        }
-    }
-    printf("key: %s\ncert: %s\nconfig: %s\nfingerprint: %s\n", id.key, id.cert, id.conf,
-           id.fingerprint);
-    return 0;
+    const char *values[] = {
+        "listen.address", listen, "site.docroot", docroot, "site.data", data, NULL};
+    return cli_init_finish(&id, controller_schema,
+                           "understudy-controller configuration (see understudy.conf(5)).\n"
+                           "Paste each agent's fingerprint under [agent].",
+                           values);
 }

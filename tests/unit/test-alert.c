@@ -24,7 +24,7 @@ static char dir[64];
 
 static int setup(void **state)
 {
-    strcpy(dir, "/tmp/test-alert-XXXXXX");
+    snprintf(dir, sizeof(dir), "/tmp/test-alert-XXXXXX");
     assert_non_null(mkdtemp(dir));
     return 0;
 }
@@ -239,7 +239,8 @@ static void t_retry(void **state)
     assert_int_equal(alert_pending(a), 4);
     assert_int_equal(alert_deliver(a, t, &s), 0);
     assert_int_equal(alert_pending(a), 3);
-    strcat(path, ".damaged");
+    size_t plen = strlen(path);
+    snprintf(path + plen, sizeof(path) - plen, ".damaged");
     assert_int_equal(access(path, F_OK), 0);
     alert_free(a);
 }

@@ -284,18 +284,18 @@ static void t_limits(void **state)
     cfg_t *cfg;
 
     assert_non_null(text);
-    strcpy(text, "[server]\naddress = ");
-    memset(text + strlen(text), 'a', 4200);
-    strcpy(text + 19 + 4200, ":1\n");
+    int head = snprintf(text, 5000, "[server]\naddress = ");
+    memset(text + head, 'a', 4200);
+    snprintf(text + head + 4200, 5000 - (size_t)head - 4200, ":1\n");
     expect_error(text, ERR_CONFIG, "/etc/t.conf:2: line longer than 4096 bytes");
     free(text);
 
     /* 4095 characters and the newline fit. */
     text = calloc(1, 5000);
     assert_non_null(text);
-    strcpy(text, "[limits]\npassword = ");
-    memset(text + strlen(text), 'p', 4095 - 11);
-    strcat(text, "\n" REQUIRED_PART);
+    head = snprintf(text, 5000, "[limits]\npassword = ");
+    memset(text + head, 'p', 4095 - 11);
+    snprintf(text + head + 4095 - 11, 5000 - (size_t)head - (4095 - 11), "\n" REQUIRED_PART);
     assert_int_equal(load(text, &cfg), 0);
     assert_int_equal(strlen(cfg_get(cfg, "limits", "password")), 4095 - 11);
     cfg_free(cfg);
