@@ -37,6 +37,7 @@
 #include "buf.h"
 #include "db.h"
 #include "err.h"
+#include "fault.h"
 
 #define DBSEND_BATCH_ROWS   1000
 #define DBSEND_BATCH_BYTES  (1u << 20)
@@ -955,6 +956,8 @@ static int flush_batch(dbsend_t *s, batch_t *bt, const char *table)
     if (r < 0)
         snprintf(s->err, s->err_size, "sending rows of %s: %s", table, err_str(r));
     s->stats->bytes_sent += bt->data.len;
+    if (r == 0)
+        fault_point("agent.db.batch");
     bt->n = 0;
     buf_reset(&bt->data);
     return r;
@@ -1267,6 +1270,8 @@ int dbsend_run(const wpconfig_t *wp, const msgio_t *io, const dbsend_opts_t *opt
                          err_size);
     /* Tests only: widen the window between the snapshot and the first read, so that DDL on
      * the primary lands in it (tests/integration/dbsync.sh). */
+    if (r == 0)
+        fault_point("agent.db.snapshot");
     if (r == 0 && getenv("UNDERSTUDY_TEST_DBSEND_PAUSE_MS"))
         usleep((useconds_t)atoi(getenv("UNDERSTUDY_TEST_DBSEND_PAUSE_MS")) * 1000);
     if (r == 0 && opts->digest_cache) {

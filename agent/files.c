@@ -42,6 +42,7 @@
 
 #include "err.h"
 #include "exclude.h"
+#include "fault.h"
 #include "log.h"
 
 #define SCAN_MAX_DEPTH 256
@@ -309,6 +310,7 @@ static int visit(walker_t *w, int dirfd, const char *name, int depth)
     char target[MF_PATH_MAX];
     int r;
 
+    fault_point("agent.scan.entry");
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT)
             return 0; /* vanished since the listing: as if it never was */
@@ -559,6 +561,7 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
         snprintf(err, err_size, "cannot write %s: %s", s->new_path, err_str(r));
         goto fail;
     }
+    fault_point("agent.scan.start");
     r = walk_dir(&w, rootfd, 0);
     if (r < 0)
         goto fail;
@@ -641,6 +644,7 @@ int files_scan_commit(files_scan_t *s, uint64_t generation)
         return ERR_INTERNAL;
     /* Order matters: without a generation file the next sync lists everything, so a crash
      * between these steps can never pair a manifest with the wrong generation. */
+    fault_point("agent.state.saved");
     if (unlink(s->gen_path) != 0 && errno != ENOENT)
         return -errno;
     if ((r = fsync_dir(s->state_dir)) < 0)

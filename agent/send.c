@@ -43,6 +43,7 @@
 #include <zstd.h>
 
 #include "err.h"
+#include "fault.h"
 #include "log.h"
 
 #define CHUNK              (256u * 1024)
@@ -294,7 +295,10 @@ static int send_listing(sender_t *sd, bool full)
     end.u.files_end.tree_digest = (wire_bytes_t){.data = sd->s->digest, .len = MF_HASH_LEN};
     end.u.files_end.file_count = sd->s->count;
     end.u.files_end.total_bytes = sd->s->total_bytes;
-    return send_msg(sd, &end, MF_HASH_LEN + 16);
+    r = send_msg(sd, &end, MF_HASH_LEN + 16);
+    if (r == 0)
+        fault_point("agent.listing.sent");
+    return r;
 }
 
 /* ---- needs ---- */
@@ -746,6 +750,7 @@ static int send_content(sender_t *sd, FILE *spool)
         if (r < 0)
             break;
         sd->done_files++;
+        fault_point("agent.file.sent");
     }
     if (r == UV_EIO || r == UV_ENOMEM)
         snprintf(sd->err, sd->err_size, "cannot read back a temporary file in %s: %s",
@@ -823,6 +828,8 @@ int files_send(files_scan_t *s, const msgio_t *io, const wire_sync_ready_t *read
         goto out;
     }
     r = send_content(&sd, spool);
+    if (r == 0)
+        fault_point("agent.files.end");
 out:
     draw(&sd, true);
     if (spool)

@@ -24,6 +24,7 @@
 #include "chan.h"
 #include "dbsend.h"
 #include "err.h"
+#include "fault.h"
 #include "files.h"
 #include "log.h"
 #include "version.h"
@@ -189,8 +190,10 @@ static int session_sync(syncrun_t *sr, const msgio_t *io)
     commit.u.commit.file_count = files_scan_count(sr->scan);
     commit.u.commit.table_count = (uint32_t)sr->dst.tables;
     r = msgio_send(io, &commit);
-    if (r == 0)
+    if (r == 0) {
+        fault_point("agent.commit.sent");
         r = expect(sr, io, WIRE_RESULT, &result);
+    }
     if (r < 0)
         return r;
     const wire_result_t *res = &result->u.result;

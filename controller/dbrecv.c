@@ -54,6 +54,7 @@
 #include "dbddl.h"
 #include "dumps.h"
 #include "err.h"
+#include "fault.h"
 #include "log.h"
 
 #define DBRECV_MAX_OBJECTS   20000
@@ -720,8 +721,10 @@ static int receive_table(dbrecv_t *d, const msgio_t *io, const wire_table_def_t 
     }
     if (r == 0)
         r = verify_table(d, t, sum, &l, loaded, w != NULL, err, err_size);
-    if (r == 0)
+    if (r == 0) {
         stats->rows_received += l.rows;
+        fault_point("controller.db.table");
+    }
     wire_msg_free(l.end);
     buf_free(&l.pending);
     buf_free(&q);
@@ -1168,9 +1171,11 @@ int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_
     }
     if (r == 0 && !dry_run)
         r = write_manifest(d, generation, b, &live, recv, need, err, err_size);
-    if (r == 0)
+    if (r == 0) {
         log_info("database: %zu of %zu objects changed, %" PRIu64 " rows imported into %s", n_need,
                  b->n_tables, stats->rows_received, d->stage);
+        fault_point("controller.db.verified");
+    }
     wire_msg_free(m);
     manifest_clear(&live);
     for (size_t i = 0; recv && i < b->n_tables; i++) {
@@ -1350,8 +1355,10 @@ static int apply(dbrecv_t *d, uint64_t gen, const char *from, const char *old, c
         r = qname(&q, d->meta, marker);
     if (r == 0)
         r = exec_buf(d, &q, err, err_size);
-    if (r == 0)
+    if (r == 0) {
+        fault_point("controller.db.renamed");
         r = ensure_objects(d, &m, err, err_size);
+    }
     if (r == 0) {
         log_info("database: generation %" PRIu64 " is live (%zu tables moved in)", gen, n_staged);
         if (execf(d, err, err_size, "DROP DATABASE IF EXISTS `%s`", from) < 0) /* empty now */
@@ -1439,6 +1446,7 @@ static void write_dump(dbrecv_t *d)
         return;
     snprintf(path, sizeof(path), "%s/gen%" PRIu64 ".sql.zst", d->dumps_dir, gen);
     if (access(path, F_OK) != 0) {
+        fault_point("controller.dump");
         if (dumps_write(d->db, d->live, d->dumps_dir, gen, err, sizeof(err)) < 0)
             log_warn("database: the dump of generation %" PRIu64 " was not kept: %s", gen, err);
         session_setup(d, err, sizeof(err));

@@ -31,6 +31,7 @@
 #include <zstd.h>
 
 #include "err.h"
+#include "fault.h"
 #include "genpriv.h"
 #include "log.h"
 #include "safefs.h"
@@ -710,6 +711,7 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
                                         : "content does not match its SHA-256");
         goto out;
     }
+    fault_point("controller.file.received");
     /* No fsync per file: syncfs before the switch makes the generation durable, and an object
      * a crash may have left half-written is hashed again before a later sync reuses it. */
     if (renameat(st->staging_fd, name, st->staging_fd, final) < 0) {
@@ -722,6 +724,7 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
         goto out;
     }
     s->state |= H_OBJECT;
+    fault_point("controller.file.stored");
     r = 0;
     goto out;
 sink_fail:
@@ -968,6 +971,7 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
         set_err(err, err_size, r, "connection lost sending FilesNeedEnd: %s", err_str(r));
         goto out;
     }
+    fault_point("controller.listing");
     if (dry_run)
         goto out;
 
@@ -1256,6 +1260,7 @@ static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, char *er
     size_t plen = strlen(e->path);
     int r;
 
+    fault_point("controller.build.entry");
     if (++b->count > o->max_files)
         return refuse(st, err, err_size, e->path, plen, "over [limits] max_files entries");
     if (e->kind == MF_REGULAR && (b->total += e->size) > o->max_total_size)
@@ -1473,6 +1478,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
                     a, x);
         goto out;
     }
+    fault_point("controller.files.verified");
     /* The database side's changes (wp-config.php), then the directories' final owners, modes
      * and mtimes: a directory given to [site] owner may no longer be writable by us. */
     r = gen_store_prepare(st->g, st->gen, st->root_fd, err, err_size);

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "err.h"
+#include "fault.h"
 #include "genpriv.h"
 #include "log.h"
 #include "safefs.h"
@@ -360,6 +361,7 @@ static int recover(gen_store_t *g, char *err, size_t err_size)
     snprintf(name, sizeof(name), "%" PRIu64, gen);
     struct stat st;
     bool present = fstatat(g->gens_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+    fault_point("controller.recover");
     if (live && present) {
         log_warn("finishing the interrupted %s to generation %" PRIu64, kind, gen);
         if (now != gen && (r = flip(g, gen, err, err_size)) < 0)
@@ -556,6 +558,7 @@ static int do_switch(gen_store_t *g, const char *kind, uint64_t gen, bool rename
     r = journal_write(g, kind, gen, prev);
     if (r < 0)
         return set_err(err, err_size, r, "cannot write %s/" JOURNAL ": %s", g->data, strerror(-r));
+    fault_point("controller.switch.journal");
     if (rename_stage) {
         if (renameat(g->staging_fd, GEN_STAGE_DIR, g->gens_fd, name) < 0) {
             r = set_err(err, err_size, -errno,
@@ -568,15 +571,18 @@ static int do_switch(gen_store_t *g, const char *kind, uint64_t gen, bool rename
                         strerror(errno));
             goto undo;
         }
+        fault_point("controller.switch.renamed");
     }
     if (g->hooks.switch_db) {
         r = g->hooks.switch_db(g->hooks.ctx, gen, err, err_size);
         if (r < 0)
             goto undo;
+        fault_point("controller.switch.db");
     }
     r = flip(g, gen, err, err_size);
     if (r < 0)
         goto undo; /* rename(2) is atomic: the docroot still points at prev */
+    fault_point("controller.switch.flipped");
     r = journal_done(g);
     if (r < 0)
         log_warn("cannot remove %s/" JOURNAL " (%s): the next start finishes the switch", g->data,
@@ -627,6 +633,7 @@ int gen_store_install(gen_store_t *g, uint64_t generation, const uint8_t digest[
     r = do_switch(g, "switch", generation, true, err, err_size);
     if (r < 0)
         return r;
+    fault_point("controller.switch.done");
     prune(g);
     return 0;
 }
