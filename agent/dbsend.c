@@ -14,10 +14,13 @@
  * network for them): per row the first 64 bits of an MD5 over every non-generated column as
  * length-prefixed bytes (so NULL, '' and value boundaries are distinct), summed into an exact
  * DECIMAL with the row count (order-independent, and unlike BIT_XOR duplicate rows do not
- * cancel; one MD5 per row, one scan: ~1 s per million wp_postmeta rows). The controller runs the
- * very same query on what it imported (controller/dbrecv.c: digest_sql), so the comparison checks
- * the stored data, not the bytes received. A table's summary digest is SHA-256 over its canonical
- * definition and that row digest: the controller asks only for tables whose summary changed.
+ * cancel; one MD5 per row, one scan: ~1 s per million wp_postmeta rows); controller/dbddl.c
+ * dbddl_digest_sql builds the very same query. The same value is also computed in C from a row
+ * stream (wire_rowsum_t): by the controller over what it hands to LOAD DATA (its check of every
+ * import), and here over the rows of a deferred table as they are sent (digest_obj), which
+ * spares a first sync the separate read of every table. A table's summary digest is SHA-256 over
+ * its canonical definition and that row digest: the controller asks only for tables whose summary
+ * changed.
  *
  * Rows go out in the MySQL text form with character_set_results=binary: every column arrives
  * in its own character set, byte for byte (4-byte UTF-8, invalid UTF-8 in latin1 or binary
@@ -45,20 +48,28 @@
 #define DBSEND_MAX_OBJECTS  100000
 #define DBSEND_NET_TIMEOUT  "3600"
 /* Chunks of a table with a single-column integer primary key: chunk c holds the keys
- * [c * DBSEND_CHUNK_WIDTH, (c + 1) * DBSEND_CHUNK_WIDTH). Fixed key ranges, so an insert or
- * update changes only its own chunk's digest. Must equal the controller's DBDDL_CHUNK_WIDTH. */
-#define DBSEND_CHUNK_WIDTH    4096
-#define DBSEND_CHUNK_MIN_ROWS (4 * DBSEND_CHUNK_WIDTH) /* smaller tables go whole */
+ * [c * W, (c + 1) * W). Fixed key ranges, so an insert or update changes only its own chunk's
+ * digest. W is DBSEND_CHUNK_WIDTH, or DBSEND_CHUNK_WIDTH_WIDE for a table with a TEXT, BLOB or
+ * JSON column (wp_posts, wp_postmeta, wp_options, wp_comments): such rows are often kilobytes
+ * each, and a chunk is what one changed row costs on the wire (a new comment moves its post's
+ * comment_count: 4,096 posts were ~6.6 MB). W follows from the definition only, so it stays the
+ * same from sync to sync (row statistics would move it, and every chunk with it); a width other
+ * than 4,096 is written into the definition line ("d:<hex>/<W>"), which the controller reads
+ * (controller/dbrecv.c chunk_width) and compares. Tables under 4 * W rows go whole. */
+#define DBSEND_CHUNK_WIDTH      4096
+#define DBSEND_CHUNK_WIDTH_WIDE 256
 
 /* One table, view or trigger of the site's database. */
 typedef struct obj {
     wire_table_def_t def; /* strings and arrays owned (freed by obj_clear) */
     bool nontx;           /* read on the locked connection */
+    bool deferred; /* not digested yet (see digest_obj): digested while sent, or on request */
     bool needed;
     uint64_t rows;
     char rowsum[128]; /* "count:sum" (base tables) */
     uint8_t digest[32];
     const char *pk;       /* the single integer primary key column, or NULL: no chunks */
+    uint32_t width;       /* keys per chunk */
     wire_bytes_t *chunks; /* "d:<def hex>" then "c:<chunk>:count:sum" per non-empty chunk */
     size_t n_chunks;
     uint32_t *want; /* chunks DbNeed asked for (partial) */
@@ -81,6 +92,7 @@ typedef struct dbsend {
     size_t err_size;
     int64_t snap_time; /* server clock when the snapshot opened (unix seconds) */
     char *cache;       /* the digest cache's text (NULL: none) */
+    bool routines;     /* also stored procedures, functions and events */
 } dbsend_t;
 
 /* ---- small helpers ---- */
@@ -141,6 +153,7 @@ static void obj_clear(obj_t *o)
     free((char *)d->create_sql);
     free((char *)d->comment);
     free((char *)d->sql_mode);
+    free((char *)d->time_zone);
     for (size_t i = 0; i < d->n_columns; i++) {
         const wire_column_def_t *c = &d->columns[i];
         free((char *)c->name);
@@ -162,6 +175,12 @@ static void obj_clear(obj_t *o)
         free((void *)x->prefix_lengths);
     }
     free((void *)d->indexes);
+    for (size_t i = 0; i < d->n_checks; i++) {
+        free((char *)d->checks[i].name);
+        free((char *)d->checks[i].clause);
+        free((char *)d->checks[i].column);
+    }
+    free((void *)d->checks);
 }
 
 static obj_t *add_obj(dbsend_t *s, const char *name, unsigned long len, wire_table_kind_t kind)
@@ -443,14 +462,15 @@ static int on_trigger(dbsend_t *s, void *ctx, char **v, unsigned long *len)
 
 static int on_check(dbsend_t *s, void *ctx, char **v, unsigned long *len)
 {
-    /* CONSTRAINT_NAME, CHECK_CLAUSE */
+    /* CONSTRAINT_NAME, CHECK_CLAUSE, LEVEL */
     wire_table_def_t *d = ctx;
     buf_t want = BUF_INIT;
+    bool column = v[2] && !strcmp(v[2], "Column"), json = false;
     int r = 0;
 
     if (!v[0] || !v[1])
         return 0;
-    for (size_t i = 0; r == 0 && i < d->n_columns; i++) {
+    for (size_t i = 0; r == 0 && column && i < d->n_columns; i++) {
         wire_column_def_t *c = (wire_column_def_t *)&d->columns[i];
         if (strcmp(c->name, v[0]) != 0)
             continue;
@@ -460,10 +480,169 @@ static int on_check(dbsend_t *s, void *ctx, char **v, unsigned long *len)
             r = sql_ident(&want, c->name);
         if (r == 0)
             r = buf_append(&want, ")", 1);
-        if (r == 0 && want.len == len[1] && !memcmp(buf_data(&want), v[1], len[1]))
-            c->sql_type = 245; /* MYSQL_TYPE_JSON */
+        if (r == 0 && want.len == len[1] && !memcmp(buf_data(&want), v[1], len[1])) {
+            c->sql_type = 245; /* MYSQL_TYPE_JSON: MariaDB's JSON is this CHECK */
+            json = true;
+        }
     }
     buf_free(&want);
+    if (r < 0 || json)
+        return r;
+    /* Any other CHECK constraint, carried as written (the controller checks the clause). */
+    wire_check_def_t *n = realloc((void *)d->checks, (d->n_checks + 1) * sizeof(*n));
+    if (!n)
+        return UV_ENOMEM;
+    d->checks = n;
+    wire_check_def_t *k = &n[d->n_checks++];
+    k->name = dup_or_empty(v[0], len[0]);
+    k->clause = dup_or_empty(v[1], len[1]);
+    k->column = dup_or_empty(column ? v[0] : NULL, column ? len[0] : 0);
+    return k->name && k->clause && k->column ? 0 : UV_ENOMEM;
+}
+
+/* ---- stored routines and events ([database] routines = yes) ----
+ *
+ * With a shared host's grants (CREATE ROUTINE, ALTER ROUTINE, EXECUTE, EVENT) the site's user
+ * lists its routines and events in information_schema and reads their statements with SHOW
+ * CREATE PROCEDURE / FUNCTION / EVENT. MariaDB shows a routine's body only to its definer (or
+ * with SELECT on mysql.proc): a routine another account defined is reported by name, with what
+ * to do, rather than silently left out. The DEFINER clause is removed here (the controller
+ * refuses it and creates every object as its own account). */
+
+/* Skips DEFINER=`user`@`host` (or a role, or unquoted parts) at p; returns what follows the
+ * blank after it, or NULL when p does not hold that shape. */
+static const char *skip_definer(const char *p)
+{
+    if (strncasecmp(p, "DEFINER", 7) != 0)
+        return p;
+    p += 7;
+    while (*p == ' ')
+        p++;
+    if (*p++ != '=')
+        return NULL;
+    while (*p == ' ')
+        p++;
+    for (int part = 0; part < 2; part++) {
+        if (*p == '`' || *p == '\'' || *p == '"') {
+            char q = *p++;
+            for (; *p && !(*p == q && p[1] != q); p++)
+                if (*p == q)
+                    p++;
+            if (*p++ != q)
+                return NULL;
+        } else {
+            while (*p && *p != '@' && *p != ' ')
+                p++;
+        }
+        if (part == 0 && *p != '@')
+            break; /* a role: no host */
+        if (part == 0)
+            p++;
+    }
+    if (*p != ' ' && *p != '\n')
+        return NULL;
+    while (*p == ' ' || *p == '\n')
+        p++;
+    return p;
+}
+
+typedef struct routine_ctx {
+    obj_t *o;
+    const char *what; /* "procedure", "function", "event" */
+    unsigned sql_col, tz_col, cs_col;
+} routine_ctx_t;
+
+/* One row of SHOW CREATE PROCEDURE / FUNCTION / EVENT. */
+static int on_show_routine(dbsend_t *s, void *ctx, char **v, unsigned long *len)
+{
+    routine_ctx_t *c = ctx;
+    obj_t *o = c->o;
+    const char *p = v[c->sql_col], *rest;
+
+    if (!p) {
+        snprintf(s->err, s->err_size,
+                 "%s %s: the site's database user cannot read its body (another account "
+                 "defined it); recreate it as that user, or set [database] routines = no",
+                 c->what, o->def.name);
+        return ERR_DB_PRIVILEGE;
+    }
+    if (strncasecmp(p, "CREATE ", 7) != 0 || !(rest = skip_definer(p + 7))) {
+        snprintf(s->err, s->err_size, "%s %s: SHOW CREATE returned an unexpected statement",
+                 c->what, o->def.name);
+        return ERR_DB;
+    }
+    buf_t sql = BUF_INIT;
+    int r = buf_append_str(&sql, "CREATE ");
+    if (r == 0)
+        r = buf_append(&sql, rest, len[c->sql_col] - (size_t)(rest - p));
+    if (r == 0 && !buf_cstr(&sql))
+        r = UV_ENOMEM;
+    if (r == 0) {
+        o->def.create_sql = dup_or_empty((const char *)buf_data(&sql), sql.len);
+        o->def.sql_mode = dup_or_empty(v[1], v[1] ? len[1] : 0);
+        o->def.charset = dup_or_empty(v[c->cs_col], v[c->cs_col] ? len[c->cs_col] : 0);
+        o->def.collation =
+            dup_or_empty(v[c->cs_col + 1], v[c->cs_col + 1] ? len[c->cs_col + 1] : 0);
+        o->def.time_zone = c->tz_col ? dup_or_empty(v[c->tz_col], v[c->tz_col] ? len[c->tz_col] : 0)
+                                     : dup_or_empty(NULL, 0);
+        if (!o->def.create_sql || !o->def.sql_mode || !o->def.charset || !o->def.collation ||
+            !o->def.time_zone)
+            r = UV_ENOMEM;
+    }
+    buf_free(&sql);
+    return r;
+}
+
+static int on_routine(dbsend_t *s, void *ctx, char **v, unsigned long *len)
+{
+    /* ROUTINE_NAME, ROUTINE_TYPE ("PROCEDURE", "FUNCTION") or EVENT_NAME, "EVENT" */
+    bool event = v[1] && !strcmp(v[1], "EVENT"), func = v[1] && !strcmp(v[1], "FUNCTION");
+    obj_t *o;
+    buf_t q = BUF_INIT;
+    int r;
+
+    if (!v[0] || !v[1] || (!event && !func && strcmp(v[1], "PROCEDURE") != 0))
+        return 0; /* PACKAGE (Oracle mode): not a thing WordPress has */
+    o = add_obj(s, v[0], len[0],
+                event  ? WIRE_TABLE_EVENT
+                : func ? WIRE_TABLE_FUNCTION
+                       : WIRE_TABLE_ROUTINE);
+    if (!o)
+        return UV_ENOMEM;
+    /* SHOW CREATE PROCEDURE/FUNCTION: name, sql_mode, Create, character_set_client,
+     * collation_connection, Database Collation; SHOW CREATE EVENT has time_zone third. */
+    routine_ctx_t c = {.o = o,
+                       .what = event  ? "event"
+                               : func ? "function"
+                                      : "procedure",
+                       .sql_col = event ? 3 : 2,
+                       .tz_col = event ? 2 : 0,
+                       .cs_col = event ? 4 : 3};
+    r = buf_printf(&q, "SHOW CREATE %s ", v[1]);
+    if (r == 0)
+        r = sql_ident(&q, o->def.name);
+    if (r == 0)
+        r = buf_cstr(&q) ? each_row(s, s->a, buf_cstr(&q), event ? 6 : 5, on_show_routine, &c)
+                         : UV_ENOMEM;
+    if (r == 0 && !o->def.create_sql) {
+        snprintf(s->err, s->err_size, "%s %s: SHOW CREATE returned nothing", c.what, o->def.name);
+        r = ERR_DB;
+    }
+    buf_free(&q);
+    return r;
+}
+
+static int load_routines(dbsend_t *s)
+{
+    int r = each_row(s, s->a,
+                     "SELECT ROUTINE_NAME, ROUTINE_TYPE FROM information_schema.ROUTINES WHERE "
+                     "ROUTINE_SCHEMA = DATABASE() ORDER BY ROUTINE_TYPE, ROUTINE_NAME",
+                     2, on_routine, NULL);
+    if (r == 0)
+        r = each_row(s, s->a,
+                     "SELECT EVENT_NAME, 'EVENT' FROM information_schema.EVENTS WHERE "
+                     "EVENT_SCHEMA = DATABASE() ORDER BY EVENT_NAME",
+                     2, on_routine, NULL);
     return r;
 }
 
@@ -495,15 +674,16 @@ static int load_table_def(dbsend_t *s, obj_t *o)
         r = buf_cstr(&q) ? each_row(s, s->a, buf_cstr(&q), 6, on_index, &o->def) : UV_ENOMEM;
     buf_reset(&q);
     /* MariaDB's JSON is LONGTEXT plus a column CHECK (json_valid(`c`)): sent as MYSQL_TYPE_JSON.
-     * Other CHECK constraints are not carried (yet). */
+     * Other CHECK constraints are sent as they are, in their natural (creation) order, which
+     * SHOW CREATE TABLE keeps. */
     if (r == 0)
-        r = buf_append_str(&q, "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM "
+        r = buf_append_str(&q, "SELECT CONSTRAINT_NAME, CHECK_CLAUSE, LEVEL FROM "
                                "information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = "
-                               "DATABASE() AND LEVEL = 'Column' AND TABLE_NAME = ");
+                               "DATABASE() AND TABLE_NAME = ");
     if (r == 0)
         r = sql_literal(&q, o->def.name);
     if (r == 0)
-        r = buf_cstr(&q) ? each_row(s, s->a, buf_cstr(&q), 2, on_check, &o->def) : UV_ENOMEM;
+        r = buf_cstr(&q) ? each_row(s, s->a, buf_cstr(&q), 3, on_check, &o->def) : UV_ENOMEM;
     buf_free(&q);
     if (r == 0 && o->def.n_columns == 0) {
         snprintf(s->err, s->err_size, "table %s: no columns in information_schema", o->def.name);
@@ -540,6 +720,8 @@ static int load_catalogue(dbsend_t *s, bool *ret_any_nontx)
                      "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() ORDER BY "
                      "EVENT_OBJECT_TABLE, EVENT_MANIPULATION, ACTION_TIMING, ACTION_ORDER",
                      8, on_trigger, NULL);
+    if (r == 0 && s->routines)
+        r = load_routines(s);
     return r;
 }
 
@@ -601,6 +783,8 @@ static int canon_def(buf_t *b, const wire_table_def_t *d)
                        d->charset ? d->charset : "", d->collation ? d->collation : "",
                        (unsigned long long)d->auto_increment, d->comment ? d->comment : "",
                        d->sql_mode ? d->sql_mode : "", d->create_sql ? d->create_sql : "");
+    if (r == 0 && d->time_zone && d->time_zone[0])
+        r = buf_printf(b, "time_zone=%s\n", d->time_zone);
     for (size_t i = 0; r == 0 && i < d->n_columns; i++) {
         const wire_column_def_t *c = &d->columns[i];
         r = buf_printf(b, "col\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%s\t%d\t%s\t%d\n", c->name,
@@ -617,6 +801,9 @@ static int canon_def(buf_t *b, const wire_table_def_t *d)
         if (r == 0)
             r = buf_append(b, "\n", 1);
     }
+    for (size_t i = 0; r == 0 && i < d->n_checks; i++)
+        r = buf_printf(b, "check\t%s\t%s\t%s\n", d->checks[i].name, d->checks[i].column,
+                       d->checks[i].clause);
     return r;
 }
 
@@ -662,6 +849,17 @@ static const char *chunk_key(const wire_table_def_t *d)
     return NULL;
 }
 
+/* Keys per chunk (see DBSEND_CHUNK_WIDTH). */
+static uint32_t chunk_width(const wire_table_def_t *d)
+{
+    for (size_t j = 0; j < d->n_columns; j++) {
+        unsigned t = d->columns[j].sql_type;
+        if (!d->columns[j].generated && (t == 245 || t == 252 || t == 255)) /* JSON, BLOB, GEO */
+            return DBSEND_CHUNK_WIDTH_WIDE;
+    }
+    return DBSEND_CHUNK_WIDTH;
+}
+
 static int add_chunk(obj_t *o, const char *text, size_t len)
 {
     wire_bytes_t *n = realloc(o->chunks, (o->n_chunks + 1) * sizeof(*n));
@@ -676,6 +874,21 @@ static int add_chunk(obj_t *o, const char *text, size_t len)
     return 0;
 }
 
+/* The definition part of the chunk digests, so the controller copies unchanged chunks only
+ * into a table of the same shape: "d:" + SHA-256 of the definition without its AUTO_INCREMENT
+ * counter (canon), and "/<width>" unless DBSEND_CHUNK_WIDTH. Returns its length. */
+static size_t def_line(const obj_t *o, const char *canon, size_t canon_len, char *line, size_t size)
+{
+    uint8_t dd[32];
+    EVP_Digest(canon, canon_len, dd, NULL, EVP_sha256(), NULL);
+    size_t n = (size_t)snprintf(line, size, "d:");
+    for (size_t i = 0; i < sizeof(dd); i++)
+        n += (size_t)snprintf(line + n, size - n, "%02x", dd[i]);
+    if (o->width != DBSEND_CHUNK_WIDTH)
+        n += (size_t)snprintf(line + n, size - n, "/%u", o->width);
+    return n;
+}
+
 /* Per-chunk digests of a table with an integer key, and the whole table's from their sums (one
  * scan). Returns 1 when the table cannot be chunked (negative or huge keys): use digest_sql. */
 static int digest_chunks(dbsend_t *s, obj_t *o, const char *canon, size_t canon_len)
@@ -685,22 +898,15 @@ static int digest_chunks(dbsend_t *s, obj_t *o, const char *canon, size_t canon_
     char **v, s1[128] = "0", line[400];
     unsigned long *len;
     uint64_t rows = 0;
-    uint8_t dd[32];
     int r;
 
-    /* The definition part, so the controller copies unchanged chunks only into a table of the
-     * same shape ("d:" + SHA-256 of the definition without its AUTO_INCREMENT counter). */
-    EVP_Digest(canon, canon_len, dd, NULL, EVP_sha256(), NULL);
-    size_t o2 = (size_t)snprintf(line, sizeof(line), "d:");
-    for (size_t i = 0; i < sizeof(dd); i++)
-        o2 += (size_t)snprintf(line + o2, sizeof(line) - o2, "%02x", dd[i]);
-    r = add_chunk(o, line, o2);
+    r = add_chunk(o, line, def_line(o, canon, canon_len, line, sizeof(line)));
     if (r == 0)
         r = buf_append_str(&q, "SELECT ");
     if (r == 0)
         r = sql_ident(&q, o->pk);
     if (r == 0)
-        r = buf_printf(&q, " DIV %d, COUNT(*), SUM(CAST(CONV(LEFT(MD5(CONCAT(", DBSEND_CHUNK_WIDTH);
+        r = buf_printf(&q, " DIV %u, COUNT(*), SUM(CAST(CONV(LEFT(MD5(CONCAT(", o->width);
     if (r == 0)
         r = select_list(&q, &o->def, true);
     if (r == 0)
@@ -733,7 +939,7 @@ static int digest_chunks(dbsend_t *s, obj_t *o, const char *canon, size_t canon_
         o->rows = rows;
         snprintf(o->rowsum, sizeof(o->rowsum), "%llu:%s", (unsigned long long)rows, s1);
     }
-    if (r != 0 || rows < DBSEND_CHUNK_MIN_ROWS) { /* small tables go whole */
+    if (r != 0 || rows < 4 * (uint64_t)o->width) { /* small tables go whole */
         for (size_t i = 0; i < o->n_chunks; i++)
             free((void *)o->chunks[i].data);
         free(o->chunks);
@@ -826,8 +1032,8 @@ static void cache_save(dbsend_t *s, const char *path)
         return;
     for (size_t i = 0; i < s->n_objs; i++) {
         obj_t *o = &s->objs[i];
-        if (o->def.kind != WIRE_TABLE_BASE || o->update_time < 0)
-            continue;
+        if (o->def.kind != WIRE_TABLE_BASE || o->update_time < 0 || !o->rowsum[0])
+            continue; /* not digested (a deferred table not sent) */
         hexname(o->def.name, key, sizeof(key));
         fprintf(f, "%s %s %lld %lld %s %s", key, o->defhash, (long long)o->update_time,
                 (long long)s->snap_time, o->stamp, o->rowsum);
@@ -854,10 +1060,33 @@ static int on_update_time(dbsend_t *s, void *ctx, char **v, unsigned long *len)
     return 0;
 }
 
-static int digest_obj(dbsend_t *s, obj_t *o)
+/* o->digest: SHA-256 over the canonical definition and the row digest o->rowsum. */
+static int summary_digest(dbsend_t *s, obj_t *o)
+{
+    buf_t b = BUF_INIT;
+    int r = canon_def(&b, &o->def);
+    if (r == 0)
+        r = buf_printf(&b, "rows=%s\n", o->rowsum);
+    if (r == 0 && !EVP_Digest(buf_data(&b), b.len, o->digest, NULL, EVP_sha256(), NULL))
+        r = UV_ENOMEM;
+    if (r == UV_ENOMEM)
+        snprintf(s->err, s->err_size, "out of memory computing digests");
+    buf_free(&b);
+    return r;
+}
+
+/* The digests of o: from the cache, or computed by the server in the snapshot. With defer, a
+ * base table the cache cannot answer for is only marked deferred: DbBegin says so, and the
+ * controller asks for its digest (a table it has, to compare) or takes it whole (a table it
+ * does not have, e.g. every table of a first sync); then the digest is computed here from the
+ * rows as they are sent (send_rows, wire_rowsum_t: the same value as digest_sql over the same
+ * snapshot), which spares a full read of the table inside the snapshot. */
+static int digest_obj(dbsend_t *s, obj_t *o, bool defer)
 {
     buf_t b = BUF_INIT;
     int r = 0;
+
+    o->deferred = false;
 
     if (o->def.kind == WIRE_TABLE_BASE) {
         uint8_t dh[32];
@@ -870,11 +1099,17 @@ static int digest_obj(dbsend_t *s, obj_t *o)
                 snprintf(o->defhash + 2 * i, 3, "%02x", dh[i]);
         buf_reset(&b);
         o->pk = chunk_key(&o->def);
+        o->width = chunk_width(&o->def);
         if (r == 0 && cache_lookup(s, o)) {
             s->stats->digests_cached++;
             if (o->n_chunks == 0)
                 o->pk = NULL; /* computed whole last time */
             goto summary;
+        }
+        if (r == 0 && defer) {
+            o->deferred = true;
+            buf_free(&b);
+            return 0;
         }
     }
     if (r == 0 && o->def.kind == WIRE_TABLE_BASE && o->pk) {
@@ -917,16 +1152,8 @@ static int digest_obj(dbsend_t *s, obj_t *o)
         buf_reset(&b);
     }
 summary:
-    if (r == 0)
-        r = canon_def(&b, &o->def);
-    if (r == 0)
-        r = buf_printf(&b, "rows=%s\n", o->rowsum);
-    if (r == 0 && !EVP_Digest(buf_data(&b), b.len, o->digest, NULL, EVP_sha256(), NULL))
-        r = UV_ENOMEM;
-    if (r == UV_ENOMEM)
-        snprintf(s->err, s->err_size, "out of memory computing digests");
     buf_free(&b);
-    return r;
+    return r == 0 ? summary_digest(s, o) : r;
 }
 
 /* ---- sending ---- */
@@ -940,7 +1167,84 @@ typedef struct batch {
     buf_t data;
 } batch_t;
 
-static int flush_batch(dbsend_t *s, batch_t *bt, const char *table)
+/* A deferred table's digests, computed from its rows as they are sent: the row digest, and
+ * per chunk (digest_chunks' "c:" lines) as long as the rows come in key order, which a full
+ * read of an InnoDB table (its clustered index) does; otherwise the table has no chunk
+ * digests until its next digest by the server. */
+typedef struct chunk_acc {
+    uint64_t id;
+    wire_rowsum_t s; /* rows, hi, lo (md unused) */
+} chunk_acc_t;
+
+typedef struct stream {
+    wire_rowsum_t sum;
+    size_t key; /* the chunk key's index among the values; SIZE_MAX: no chunks */
+    uint32_t width;
+    chunk_acc_t *ck;
+    size_t n, cap;
+} stream_t;
+
+static int stream_add(stream_t *st, const wire_row_t *row)
+{
+    uint64_t h, key = 0;
+    int r = wire_rowsum_add(&st->sum, row, &h);
+    if (r < 0 || st->key == SIZE_MAX)
+        return r;
+    const wire_bytes_t *v = &row->values[st->key];
+    bool ok = !wire_row_is_null(row, st->key) && v->len > 0 && v->len <= 19;
+    for (size_t i = 0; ok && i < v->len; i++) {
+        ok = v->data[i] >= '0' && v->data[i] <= '9';
+        key = key * 10 + (uint64_t)(v->data[i] - '0');
+    }
+    uint64_t id = key / st->width;
+    if (!ok || id > UINT32_MAX || (st->n && id < st->ck[st->n - 1].id)) {
+        st->key = SIZE_MAX; /* out of order or out of range: no chunk digests */
+        return 0;
+    }
+    if (!st->n || st->ck[st->n - 1].id != id) {
+        if (st->n == st->cap) {
+            size_t cap = st->cap ? 2 * st->cap : 64;
+            chunk_acc_t *n = realloc(st->ck, cap * sizeof(*n));
+            if (!n)
+                return UV_ENOMEM;
+            st->ck = n;
+            st->cap = cap;
+        }
+        memset(&st->ck[st->n], 0, sizeof(st->ck[st->n]));
+        st->ck[st->n++].id = id;
+    }
+    wire_rowsum_t *c = &st->ck[st->n - 1].s;
+    c->lo += h;
+    c->hi += c->lo < h;
+    c->rows++;
+    return 0;
+}
+
+/* o's chunk lines from the stream, as digest_chunks would write them. */
+static int stream_chunks(const stream_t *st, obj_t *o)
+{
+    buf_t b = BUF_INIT;
+    char line[400], sum[96];
+    uint64_t ai = o->def.auto_increment;
+    int r;
+
+    if (st->key == SIZE_MAX || st->sum.rows < 4 * (uint64_t)o->width)
+        return 0; /* small tables go whole */
+    o->def.auto_increment = 0;
+    r = canon_def(&b, &o->def);
+    o->def.auto_increment = ai;
+    if (r == 0)
+        r = add_chunk(o, line, def_line(o, (const char *)buf_data(&b), b.len, line, sizeof(line)));
+    for (size_t i = 0; r == 0 && i < st->n; i++) {
+        wire_rowsum_text(&st->ck[i].s, sum, sizeof(sum));
+        int n = snprintf(line, sizeof(line), "c:%llu:%s", (unsigned long long)st->ck[i].id, sum);
+        r = add_chunk(o, line, (size_t)n);
+    }
+    buf_free(&b);
+    return r;
+}
+
+static int flush_batch(dbsend_t *s, batch_t *bt, const char *table, stream_t *st)
 {
     wire_msg_t m = {.type = WIRE_ROW_BATCH};
     int r;
@@ -949,6 +1253,9 @@ static int flush_batch(dbsend_t *s, batch_t *bt, const char *table)
         return 0;
     for (size_t i = 0; i < bt->n * bt->ncols; i++)
         bt->values[i].data = bt->values[i].len ? buf_data(&bt->data) + bt->offsets[i] : NULL;
+    for (size_t i = 0; st && i < bt->n; i++)
+        if (stream_add(st, &bt->rows[i]) < 0)
+            return UV_ENOMEM;
     m.u.row_batch.table = table;
     m.u.row_batch.rows = bt->rows;
     m.u.row_batch.n_rows = bt->n;
@@ -973,8 +1280,19 @@ static int send_rows(dbsend_t *s, obj_t *o)
     unsigned long *len;
     int r;
 
-    if (!bt)
+    stream_t st = {.key = SIZE_MAX, .width = o->width};
+    if (!bt || (o->deferred && wire_rowsum_init(&st.sum) < 0)) {
+        free(bt);
+        wire_rowsum_free(&st.sum);
         return UV_ENOMEM;
+    }
+    for (size_t i = 0, k = 0; o->deferred && o->pk && i < o->def.n_columns; i++) {
+        if (o->def.columns[i].generated)
+            continue;
+        if (!strcmp(o->def.columns[i].name, o->pk))
+            st.key = k;
+        k++;
+    }
     for (size_t i = 0; i < o->def.n_columns; i++)
         bt->ncols += !o->def.columns[i].generated;
     bt->nbytes = (bt->ncols + 7) / 8;
@@ -997,7 +1315,7 @@ static int send_rows(dbsend_t *s, obj_t *o)
         expect = 0;
         r = buf_append_str(&q, o->n_want ? " WHERE " : " WHERE FALSE");
         for (size_t i = 0; r == 0 && i < o->n_want; i++) {
-            uint64_t lo = (uint64_t)o->want[i] * DBSEND_CHUNK_WIDTH;
+            uint64_t lo = (uint64_t)o->want[i] * o->width;
             r = buf_append_str(&q, i ? " OR (" : "(");
             if (r == 0)
                 r = sql_ident(&q, o->pk);
@@ -1006,7 +1324,7 @@ static int send_rows(dbsend_t *s, obj_t *o)
             if (r == 0)
                 r = sql_ident(&q, o->pk);
             if (r == 0)
-                r = buf_printf(&q, " < %llu)", (unsigned long long)(lo + DBSEND_CHUNK_WIDTH));
+                r = buf_printf(&q, " < %llu)", (unsigned long long)(lo + o->width));
             char id[32];
             int n = snprintf(id, sizeof(id), "c:%u:", o->want[i]);
             for (size_t j = 1; j < o->n_chunks; j++)
@@ -1039,12 +1357,22 @@ static int send_rows(dbsend_t *s, obj_t *o)
         bt->n++;
         rows++;
         if (r >= 0 && (bt->n == DBSEND_BATCH_ROWS || bt->data.len >= DBSEND_BATCH_BYTES))
-            r = flush_batch(s, bt, o->def.name);
+            r = flush_batch(s, bt, o->def.name, o->deferred ? &st : NULL);
         if (r >= 0)
             r = 0;
     }
     if (r == 0)
-        r = flush_batch(s, bt, o->def.name);
+        r = flush_batch(s, bt, o->def.name, o->deferred ? &st : NULL);
+    if (r == 0 && o->deferred) { /* its digests, from the rows just sent */
+        wire_rowsum_text(&st.sum, o->rowsum, sizeof(o->rowsum));
+        o->rows = rows;
+        expect = rows;
+        r = summary_digest(s, o);
+        if (r == 0)
+            r = stream_chunks(&st, o);
+    }
+    wire_rowsum_free(&st.sum);
+    free(st.ck);
     if (r == 0 && rows != expect) {
         snprintf(s->err, s->err_size,
                  "table %s: read %llu rows but counted %llu in the same snapshot (was the table "
@@ -1081,6 +1409,12 @@ static int send_obj(dbsend_t *s, obj_t *o)
         e.u.table_end.row_count = o->sent; /* all rows, or those of the chunks asked for */
         e.u.table_end.digest.data = (const uint8_t *)o->rowsum;
         e.u.table_end.digest.len = strlen(o->rowsum);
+        if (o->deferred) {
+            e.u.table_end.table_digest.data = o->digest;
+            e.u.table_end.table_digest.len = sizeof(o->digest);
+            e.u.table_end.chunk_digests = o->chunks;
+            e.u.table_end.n_chunk_digests = o->n_chunks;
+        }
         r = msgio_send(s->io, &e);
     } else if (r < 0 && !s->err[0]) {
         snprintf(s->err, s->err_size, "sending %s: %s", o->def.name, err_str(r));
@@ -1184,6 +1518,59 @@ static int mark_needed(dbsend_t *s, const wire_db_need_t *need)
     return 0;
 }
 
+/* A summary for DbBegin. withhold: without its chunk digests, which only a table that changed
+ * needs (the controller asks for them, DbNeed.digests): a no-change sync of a large site would
+ * otherwise carry every chunk digest of every table each time (some 140 KB per million rows of
+ * a table with TEXT columns). */
+static void fill_summary(const obj_t *o, wire_table_summary_t *sum, bool withhold)
+{
+    sum->name = o->def.name;
+    sum->kind = o->def.kind;
+    sum->row_count = o->rows;
+    sum->digest.data = o->deferred ? NULL : o->digest;
+    sum->digest.len = o->deferred ? 0 : sizeof(o->digest);
+    sum->chunks_withheld = withhold && o->n_chunks > 0;
+    sum->chunk_digests = sum->chunks_withheld ? NULL : o->chunks;
+    sum->n_chunk_digests = sum->chunks_withheld ? 0 : o->n_chunks;
+}
+
+/* DbNeed.digests: digests the deferred tables named (the others named have theirs, with chunk
+ * digests withheld), sends their whole summaries in a DbBegin. */
+static int send_digests(dbsend_t *s, const wpconfig_t *wp, const wire_db_need_t *need)
+{
+    wire_table_summary_t *sum = calloc(need->n_digests + 1, sizeof(*sum));
+    wire_msg_t m = {.type = WIRE_DB_BEGIN};
+    int r = sum ? 0 : UV_ENOMEM;
+
+    for (size_t i = 0; r == 0 && i < need->n_digests; i++) {
+        obj_t *o = NULL;
+        for (size_t j = 0; j < s->n_objs && !o; j++)
+            if (s->objs[j].def.kind == WIRE_TABLE_BASE &&
+                !strcmp(s->objs[j].def.name, need->digests[i]))
+                o = &s->objs[j];
+        if (!o) {
+            snprintf(s->err, s->err_size,
+                     "the controller asks for the digests of %s, which is not a table",
+                     need->digests[i]);
+            r = ERR_PROTOCOL;
+            break;
+        }
+        if (o->deferred)
+            r = digest_obj(s, o, false);
+        if (r == 0)
+            fill_summary(o, &sum[i], false);
+    }
+    m.u.db_begin.charset = wp->db_charset ? wp->db_charset : "";
+    m.u.db_begin.table_prefix = wp->table_prefix ? wp->table_prefix : "";
+    m.u.db_begin.schema = wp->db_name;
+    m.u.db_begin.tables = sum;
+    m.u.db_begin.n_tables = need->n_digests;
+    if (r == 0)
+        r = msgio_send(s->io, &m);
+    free(sum);
+    return r;
+}
+
 static int exchange(dbsend_t *s, const wpconfig_t *wp)
 {
     wire_table_summary_t *sum = calloc(s->n_objs ? s->n_objs : 1, sizeof(*sum));
@@ -1194,13 +1581,8 @@ static int exchange(dbsend_t *s, const wpconfig_t *wp)
 
     for (size_t i = 0; r == 0 && i < s->n_objs; i++) {
         obj_t *o = &s->objs[i];
-        sum[i].name = o->def.name;
-        sum[i].kind = o->def.kind;
-        sum[i].row_count = o->rows;
-        sum[i].digest.data = o->digest;
-        sum[i].digest.len = sizeof(o->digest);
-        sum[i].chunk_digests = o->chunks;
-        sum[i].n_chunk_digests = o->n_chunks;
+        fill_summary(o, &sum[i], true);
+        m.u.db_begin.deferred |= o->deferred;
         if (o->nontx)
             nontx[n_nontx++] = o->def.name;
     }
@@ -1229,6 +1611,9 @@ static int exchange(dbsend_t *s, const wpconfig_t *wp)
         } else if (r == 0 && reply->type != WIRE_DB_NEED) {
             snprintf(s->err, s->err_size, "expected DbNeed, got %s", wire_type_name(reply->type));
             r = ERR_PROTOCOL;
+        } else if (r == 0 && reply->u.db_need.n_digests) {
+            r = send_digests(s, wp, &reply->u.db_need);
+            more = true;
         } else if (r == 0) {
             r = mark_needed(s, &reply->u.db_need);
             more = reply->u.db_need.more;
@@ -1246,7 +1631,8 @@ static int exchange(dbsend_t *s, const wpconfig_t *wp)
 int dbsend_run(const wpconfig_t *wp, const msgio_t *io, const dbsend_opts_t *opts,
                dbsend_stats_t *stats, char *err, size_t err_size)
 {
-    dbsend_t s = {.io = io, .stats = stats, .err = err, .err_size = err_size};
+    dbsend_t s = {
+        .io = io, .stats = stats, .err = err, .err_size = err_size, .routines = opts->routines};
     bool any_nontx = false;
     int r;
 
@@ -1300,9 +1686,7 @@ int dbsend_run(const wpconfig_t *wp, const msgio_t *io, const dbsend_opts_t *opt
             cache_load(&s, opts->digest_cache);
     }
     for (size_t i = 0; r == 0 && i < s.n_objs; i++)
-        r = digest_obj(&s, &s.objs[i]);
-    if (r == 0 && opts->digest_cache && s.snap_time > 0)
-        cache_save(&s, opts->digest_cache);
+        r = digest_obj(&s, &s.objs[i], true);
     stats->tables = s.n_objs;
     if (r == 0)
         r = exchange(&s, wp);
@@ -1319,7 +1703,9 @@ int dbsend_run(const wpconfig_t *wp, const msgio_t *io, const dbsend_opts_t *opt
             r = send_obj(&s, &s.objs[i]);
     if (r == 0)
         r = agentdb_exec(s.a, "COMMIT", err, err_size);
-    /* opts->routines: stored routines and events are not sent yet. */
+    /* After sending: a deferred table's digest comes from its rows as sent. */
+    if (r == 0 && opts->digest_cache && s.snap_time > 0)
+        cache_save(&s, opts->digest_cache);
     agentdb_close(s.a);
     for (size_t i = 0; i < s.n_objs; i++)
         obj_clear(&s.objs[i]);

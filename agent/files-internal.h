@@ -15,6 +15,9 @@ struct files_scan {
     bool have_new;  /* state_dir/manifest.new holds this scan's manifest */
     bool have_old;  /* state_dir/manifest was read completely and in order */
     bool committed; /* manifest.new became manifest */
+    /* manifest.new equals the saved manifest byte for byte (every entry, cache fields included):
+     * committing it for the same generation would rewrite the state with itself. */
+    bool same_as_saved;
     uint64_t base_generation;
     bool have_base_digest; /* the generation file also holds the saved manifest's digest */
     uint8_t base_digest[MF_HASH_LEN];

@@ -55,6 +55,7 @@ typedef struct walker {
     mf_reader_t *old; /* NULL when there is none or it turned out corrupt */
     mf_entry_t oe;    /* the old manifest's current entry when old_valid */
     bool old_valid;
+    bool old_seen;    /* an entry was written at oe's path */
     int64_t racy_sec; /* INT64_MIN when there is no saved manifest */
     mf_writer_t *w;
     char path[MF_PATH_MAX];
@@ -64,6 +65,7 @@ typedef struct walker {
     char *err;
     size_t err_size;
     bool tty, warn; /* draw progress; print warnings (a terminal or --verbose) */
+    bool differs;   /* an entry was written that the saved manifest does not hold as is */
     uint64_t entries;
     struct timespec last_draw;
 } walker_t;
@@ -118,7 +120,10 @@ static const mf_entry_t *old_find(walker_t *w, const char *path)
             return NULL;
         if (c == 0)
             return &w->oe;
+        if (!w->old_seen)
+            w->differs = true; /* a saved entry the walk no longer has */
         w->old_valid = false;
+        w->old_seen = false;
     }
     return NULL;
 }
@@ -287,8 +292,28 @@ fail:
     return r;
 }
 
+/* Whether e is exactly the saved entry old_find stopped at (what mf_writer_add would write). */
+static bool same_as_old(const walker_t *w, const mf_entry_t *e)
+{
+    const mf_entry_t *o = &w->oe;
+    if (!w->old || !w->old_valid || strcmp(o->path, e->path) != 0)
+        return false;
+    if (o->kind != e->kind || o->mode != e->mode || o->mtime_ns != e->mtime_ns ||
+        o->size != e->size || memcmp(o->hash, e->hash, MF_HASH_LEN) != 0 || o->dev != e->dev ||
+        o->ino != e->ino || o->ctime_ns != e->ctime_ns)
+        return false;
+    return e->kind != MF_SYMLINK ||
+           !strcmp(o->link_target ? o->link_target : "", e->link_target ? e->link_target : "");
+}
+
 static int add_entry(walker_t *w, const mf_entry_t *e)
 {
+    /* Entries the walk drops (vanished, excluded, skipped) are never seen, so they count as
+     * differences when old_find moves past them. */
+    if (w->old && w->old_valid && !strcmp(w->oe.path, e->path))
+        w->old_seen = true;
+    if (!w->differs && !same_as_old(w, e))
+        w->differs = true;
     int r = mf_writer_add(w->w, e);
     if (r < 0) {
         snprintf(w->err, w->err_size, "cannot write %s: %s", w->s->new_path, err_str(r));
@@ -566,8 +591,12 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
     if (r < 0)
         goto fail;
     /* Read the old manifest to its end, so a damaged tail is noticed too. */
+    if (w.old && w.old_valid && !w.old_seen)
+        w.differs = true; /* the entry old_find stopped at was not walked */
     while (w.old) {
         int rr = mf_reader_next(w.old, &w.oe);
+        if (rr > 0)
+            w.differs = true;
         if (rr < 0) {
             s->have_old = false;
             if (w.warn)
@@ -578,6 +607,9 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
             w.old = NULL;
         }
     }
+    /* No fsync yet: manifest.new becomes state only in files_scan_commit, which fsyncs it
+     * first, and not at all when it is the saved manifest again. */
+    mf_writer_skip_fsync(w.w);
     r = mf_writer_commit(w.w, s->digest, &s->count);
     w.w = NULL;
     if (r < 0) {
@@ -588,6 +620,7 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
     scan_draw(&w, true);
     if (!s->have_old)
         s->base_generation = 0;
+    s->same_as_saved = s->have_old && !w.differs;
     r = 0;
     *ret = s;
 fail:
@@ -635,6 +668,16 @@ static int fsync_dir(const char *dir)
     return r;
 }
 
+static int fsync_file(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int r = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return r;
+}
+
 int files_scan_commit(files_scan_t *s, uint64_t generation)
 {
     char tmp[64 + 4096], text[32 + 2 * MF_HASH_LEN + 2], hex[2 * MF_HASH_LEN + 1];
@@ -642,9 +685,22 @@ int files_scan_commit(files_scan_t *s, uint64_t generation)
 
     if (!s->have_new || s->committed)
         return ERR_INTERNAL;
+    /* Nothing to save: the saved state is this scan's, for this generation (the common case of
+     * a sync that found no change). The racy-clean rule stays right: the saved manifest keeps
+     * its mtime, so a file as new as it is still hashed again by the next scan. */
+    if (s->same_as_saved && generation == s->base_generation && s->have_base_digest &&
+        !memcmp(s->base_digest, s->digest, MF_HASH_LEN)) {
+        fault_point("agent.state.saved");
+        unlink(s->new_path);
+        s->have_new = false;
+        s->committed = true;
+        return 0;
+    }
     /* Order matters: without a generation file the next sync lists everything, so a crash
      * between these steps can never pair a manifest with the wrong generation. */
     fault_point("agent.state.saved");
+    if ((r = fsync_file(s->new_path)) < 0)
+        return r;
     if (unlink(s->gen_path) != 0 && errno != ENOENT)
         return -errno;
     if ((r = fsync_dir(s->state_dir)) < 0)

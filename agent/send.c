@@ -241,6 +241,10 @@ static int send_listing(sender_t *sd, bool full)
     size_t skip_len = 0;
     int ho = 0, hn, r;
 
+    /* The same tree digest as the saved manifest: no entry differs (the digest covers every
+     * field entry_differs compares), so neither manifest needs reading. */
+    if (!full && sd->s->have_base_digest && !memcmp(sd->s->base_digest, sd->s->digest, MF_HASH_LEN))
+        goto end;
     r = mf_reader_open(sd->s->new_path, &rn, NULL);
     if (r < 0)
         return reader_fail(sd, sd->s->new_path, r);
@@ -290,7 +294,7 @@ static int send_listing(sender_t *sd, bool full)
     mf_reader_close(rn);
     if (r < 0)
         return r;
-
+end:;
     wire_msg_t end = {.type = WIRE_FILES_END};
     end.u.files_end.tree_digest = (wire_bytes_t){.data = sd->s->digest, .len = MF_HASH_LEN};
     end.u.files_end.file_count = sd->s->count;

@@ -219,6 +219,10 @@ static void sync_worker(chan_t *ch, void *arg)
     int r = session_hello(sr, &io);
     if (r == 0)
         r = session_sync(sr, &io);
+    /* A send that failed (the controller died or the link broke) has not said why yet: without
+     * this the transport's "peer closed" would be taken for a clean end and the sync for done. */
+    if (r < 0 && sr->result == 0)
+        run_fail(sr, r, "connection to the controller lost: %s", err_str(r));
     if (r < 0)
         chan_fail(ch, r, "%s", sr->error);
 }

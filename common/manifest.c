@@ -165,6 +165,7 @@ struct mf_writer {
     char *last; /* previous path, for the order check */
     mf_digest_t digest;
     uint64_t count;
+    bool no_fsync;
 };
 
 int mf_writer_open(const char *path, mf_writer_t **ret)
@@ -232,10 +233,15 @@ int mf_writer_add(mf_writer_t *w, const mf_entry_t *e)
     return 0;
 }
 
+void mf_writer_skip_fsync(mf_writer_t *w)
+{
+    w->no_fsync = true;
+}
+
 int mf_writer_commit(mf_writer_t *w, uint8_t ret_digest[MF_HASH_LEN], uint64_t *ret_count)
 {
     int r = 0;
-    if (fflush(w->f) != 0 || fsync(fileno(w->f)) != 0)
+    if (fflush(w->f) != 0 || (!w->no_fsync && fsync(fileno(w->f)) != 0))
         r = -errno;
     if (fclose(w->f) != 0 && r == 0)
         r = -errno;

@@ -58,7 +58,11 @@ typedef struct mf_writer mf_writer_t;
 
 int mf_writer_open(const char *path, mf_writer_t **ret);
 int mf_writer_add(mf_writer_t *w, const mf_entry_t *e);
-/* Flushes, fsyncs and renames into place; fills the tree digest and entry count; frees w. */
+/* Commit without fsync: for spools, and for files made durable another way (syncfs before a
+ * switch, an fsync before the rename that makes them state). Call before commit. */
+void mf_writer_skip_fsync(mf_writer_t *w);
+/* Flushes, fsyncs (unless skipped) and renames into place; fills the tree digest and entry
+ * count; frees w. */
 int mf_writer_commit(mf_writer_t *w, uint8_t ret_digest[MF_HASH_LEN], uint64_t *ret_count);
 /* Removes the temp file and frees w; accepts NULL. */
 void mf_writer_abort(mf_writer_t *w);

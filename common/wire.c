@@ -13,6 +13,9 @@
 #include "wire.h"
 
 #include <assert.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -168,7 +171,7 @@ static int check_db_begin(const wire_db_begin_t *db)
         for (size_t j = 0; j < t->n_chunk_digests; j++)
             if (!bytes_ok(t->chunk_digests[j]))
                 return UV_EINVAL;
-        if ((unsigned)t->kind > WIRE_TABLE_EVENT)
+        if ((unsigned)t->kind > WIRE_TABLE_FUNCTION)
             return ERR_PROTOCOL;
     }
     return 0;
@@ -176,9 +179,13 @@ static int check_db_begin(const wire_db_begin_t *db)
 
 static int check_table_def(const wire_table_def_t *t)
 {
-    if (!array_ok(t->columns, t->n_columns) || !array_ok(t->indexes, t->n_indexes))
+    if (!array_ok(t->columns, t->n_columns) || !array_ok(t->indexes, t->n_indexes) ||
+        !array_ok(t->checks, t->n_checks))
         return UV_EINVAL;
-    if ((unsigned)t->kind > WIRE_TABLE_EVENT)
+    for (size_t i = 0; i < t->n_checks; i++)
+        if (!t->checks[i].name || !t->checks[i].clause || !t->checks[i].column)
+            return UV_EINVAL;
+    if ((unsigned)t->kind > WIRE_TABLE_FUNCTION)
         return ERR_PROTOCOL;
     for (size_t i = 0; i < t->n_indexes; i++) {
         const wire_index_def_t *x = &t->indexes[i];
@@ -265,7 +272,8 @@ static int check_msg(const wire_msg_t *m, bool encoding)
         return check_db_begin(&m->u.db_begin);
     case WIRE_DB_NEED: {
         const wire_db_need_t *dn = &m->u.db_need;
-        if (!strings_ok(dn->tables, dn->n_tables) || !array_ok(dn->chunks, dn->n_chunks))
+        if (!strings_ok(dn->tables, dn->n_tables) || !array_ok(dn->chunks, dn->n_chunks) ||
+            !strings_ok(dn->digests, dn->n_digests))
             return UV_EINVAL;
         return dn->n_chunks == 0 || dn->n_tables == 1 ? 0 : ERR_PROTOCOL;
     }
@@ -273,8 +281,16 @@ static int check_msg(const wire_msg_t *m, bool encoding)
         return check_table_def(&m->u.table_def);
     case WIRE_ROW_BATCH:
         return check_row_batch(&m->u.row_batch);
-    case WIRE_TABLE_END:
-        return bytes_ok(m->u.table_end.digest) ? 0 : UV_EINVAL;
+    case WIRE_TABLE_END: {
+        const wire_table_end_t *te = &m->u.table_end;
+        if (!bytes_ok(te->digest) || !bytes_ok(te->table_digest) ||
+            !array_ok(te->chunk_digests, te->n_chunk_digests))
+            return UV_EINVAL;
+        for (size_t j = 0; j < te->n_chunk_digests; j++)
+            if (!bytes_ok(te->chunk_digests[j]))
+                return UV_EINVAL;
+        return 0;
+    }
     case WIRE_COMMIT:
         return bytes_ok(m->u.commit.tree_digest) ? 0 : UV_EINVAL;
     case WIRE_RESULT:
@@ -343,8 +359,13 @@ static void plan_encode(const wire_msg_t *m, block_t *b)
         block_plan(b, t->n_columns, sizeof(Understudy__ColumnDef));
         block_plan(b, t->n_indexes, sizeof(Understudy__IndexDef *));
         block_plan(b, t->n_indexes, sizeof(Understudy__IndexDef));
+        block_plan(b, t->n_checks, sizeof(Understudy__CheckDef *));
+        block_plan(b, t->n_checks, sizeof(Understudy__CheckDef));
         break;
     }
+    case WIRE_TABLE_END:
+        block_plan(b, m->u.table_end.n_chunk_digests, sizeof(ProtobufCBinaryData));
+        break;
     case WIRE_ROW_BATCH: {
         const wire_row_batch_t *rb = &m->u.row_batch;
         block_plan(b, rb->n_rows, sizeof(Understudy__Row *));
@@ -356,6 +377,14 @@ static void plan_encode(const wire_msg_t *m, block_t *b)
     default:
         break;
     }
+}
+
+/* WIRE_TABLE_FUNCTION travels as TABLE_ROUTINE with `function` set (see wire.h). */
+static Understudy__TableKind wire_kind(wire_table_kind_t kind, protobuf_c_boolean *ret_function)
+{
+    *ret_function = kind == WIRE_TABLE_FUNCTION;
+    return kind == WIRE_TABLE_FUNCTION ? UNDERSTUDY__TABLE_KIND__TABLE_ROUTINE
+                                       : (Understudy__TableKind)kind;
 }
 
 static void build_db_begin(const wire_db_begin_t *db, Understudy__DbBegin *p, block_t *b)
@@ -370,9 +399,10 @@ static void build_db_begin(const wire_db_begin_t *db, Understudy__DbBegin *p, bl
         const wire_table_summary_t *t = &db->tables[i];
         understudy__table_summary__init(&ts[i]);
         ts[i].name = pb_str(t->name);
-        ts[i].kind = (Understudy__TableKind)t->kind;
+        ts[i].kind = wire_kind(t->kind, &ts[i].function);
         ts[i].row_count = t->row_count;
         ts[i].digest = pb_bytes(t->digest);
+        ts[i].chunks_withheld = t->chunks_withheld;
         ts[i].n_chunk_digests = t->n_chunk_digests;
         ts[i].chunk_digests = block_take(b, t->n_chunk_digests, sizeof(ProtobufCBinaryData));
         for (size_t j = 0; j < t->n_chunk_digests; j++)
@@ -382,13 +412,14 @@ static void build_db_begin(const wire_db_begin_t *db, Understudy__DbBegin *p, bl
     p->n_non_transactional = db->n_non_transactional;
     p->non_transactional = pb_strv(db->non_transactional);
     p->schema = pb_str(db->schema);
+    p->deferred = db->deferred;
 }
 
 static void build_table_def(const wire_table_def_t *t, Understudy__TableDef *p, block_t *b)
 {
     understudy__table_def__init(p);
     p->name = pb_str(t->name);
-    p->kind = (Understudy__TableKind)t->kind;
+    p->kind = wire_kind(t->kind, &p->function);
     p->engine = pb_str(t->engine);
     p->charset = pb_str(t->charset);
     p->collation = pb_str(t->collation);
@@ -396,6 +427,7 @@ static void build_table_def(const wire_table_def_t *t, Understudy__TableDef *p, 
     p->create_sql = pb_str(t->create_sql);
     p->comment = pb_str(t->comment);
     p->sql_mode = pb_str(t->sql_mode);
+    p->time_zone = pb_str(t->time_zone);
 
     p->n_columns = t->n_columns;
     p->columns = block_take(b, t->n_columns, sizeof(*p->columns));
@@ -433,6 +465,17 @@ static void build_table_def(const wire_table_def_t *t, Understudy__TableDef *p, 
         id[i].prefix_lengths = (uint32_t *)x->prefix_lengths;
         id[i].index_type = pb_str(x->index_type);
         p->indexes[i] = &id[i];
+    }
+
+    p->n_checks = t->n_checks;
+    p->checks = block_take(b, t->n_checks, sizeof(*p->checks));
+    Understudy__CheckDef *ck = block_take(b, t->n_checks, sizeof(*ck));
+    for (size_t i = 0; i < t->n_checks; i++) {
+        understudy__check_def__init(&ck[i]);
+        ck[i].name = pb_str(t->checks[i].name);
+        ck[i].clause = pb_str(t->checks[i].clause);
+        ck[i].column = pb_str(t->checks[i].column);
+        p->checks[i] = &ck[i];
     }
 }
 
@@ -594,6 +637,8 @@ static void build_frame(const wire_msg_t *m, Understudy__Frame *f, pb_body_t *bo
         p->n_chunks = dn->n_chunks;
         p->chunks = (uint32_t *)dn->chunks;
         p->more = dn->more;
+        p->n_digests = dn->n_digests;
+        p->digests = pb_strv(dn->digests);
         f->db_need = p;
         break;
     }
@@ -612,6 +657,11 @@ static void build_frame(const wire_msg_t *m, Understudy__Frame *f, pb_body_t *bo
         p->table = pb_str(te->table);
         p->row_count = te->row_count;
         p->digest = pb_bytes(te->digest);
+        p->table_digest = pb_bytes(te->table_digest);
+        p->n_chunk_digests = te->n_chunk_digests;
+        p->chunk_digests = block_take(b, te->n_chunk_digests, sizeof(ProtobufCBinaryData));
+        for (size_t j = 0; j < te->n_chunk_digests; j++)
+            p->chunk_digests[j] = pb_bytes(te->chunk_digests[j]);
         f->table_end = p;
         break;
     }
@@ -711,9 +761,13 @@ static void plan_mirror(const Understudy__Frame *f, block_t *b)
             block_plan(b, p->tables[i]->n_chunk_digests, sizeof(wire_bytes_t));
         break;
     }
+    case UNDERSTUDY__FRAME__BODY_TABLE_END:
+        block_plan(b, f->table_end->n_chunk_digests, sizeof(wire_bytes_t));
+        break;
     case UNDERSTUDY__FRAME__BODY_TABLE_DEF:
         block_plan(b, f->table_def->n_columns, sizeof(wire_column_def_t));
         block_plan(b, f->table_def->n_indexes, sizeof(wire_index_def_t));
+        block_plan(b, f->table_def->n_checks, sizeof(wire_check_def_t));
         break;
     case UNDERSTUDY__FRAME__BODY_ROW_BATCH: {
         const Understudy__RowBatch *p = f->row_batch;
@@ -727,6 +781,15 @@ static void plan_mirror(const Understudy__Frame *f, block_t *b)
     }
 }
 
+/* The inverse of wire_kind; a kind past TABLE_EVENT on the wire stays out of range. */
+static wire_table_kind_t mirror_kind(Understudy__TableKind kind, protobuf_c_boolean function)
+{
+    if ((unsigned)kind > WIRE_TABLE_EVENT)
+        return (wire_table_kind_t)UINT8_MAX;
+    return kind == UNDERSTUDY__TABLE_KIND__TABLE_ROUTINE && function ? WIRE_TABLE_FUNCTION
+                                                                     : (wire_table_kind_t)kind;
+}
+
 static void mirror_db_begin(const Understudy__DbBegin *p, wire_db_begin_t *db, block_t *b)
 {
     db->charset = p->charset;
@@ -735,9 +798,10 @@ static void mirror_db_begin(const Understudy__DbBegin *p, wire_db_begin_t *db, b
     for (size_t i = 0; i < p->n_tables; i++) {
         const Understudy__TableSummary *t = p->tables[i];
         ts[i].name = t->name;
-        ts[i].kind = (wire_table_kind_t)t->kind;
+        ts[i].kind = mirror_kind(t->kind, t->function);
         ts[i].row_count = t->row_count;
         ts[i].digest = mirror_bytes(t->digest);
+        ts[i].chunks_withheld = t->chunks_withheld != 0;
         wire_bytes_t *cd = block_take(b, t->n_chunk_digests, sizeof(*cd));
         for (size_t j = 0; j < t->n_chunk_digests; j++)
             cd[j] = mirror_bytes(t->chunk_digests[j]);
@@ -749,12 +813,13 @@ static void mirror_db_begin(const Understudy__DbBegin *p, wire_db_begin_t *db, b
     db->non_transactional = mirror_strv(p->non_transactional);
     db->n_non_transactional = p->n_non_transactional;
     db->schema = p->schema;
+    db->deferred = p->deferred != 0;
 }
 
 static void mirror_table_def(const Understudy__TableDef *p, wire_table_def_t *t, block_t *b)
 {
     t->name = p->name;
-    t->kind = (wire_table_kind_t)p->kind;
+    t->kind = mirror_kind(p->kind, p->function);
     t->engine = p->engine;
     t->charset = p->charset;
     t->collation = p->collation;
@@ -762,6 +827,7 @@ static void mirror_table_def(const Understudy__TableDef *p, wire_table_def_t *t,
     t->create_sql = p->create_sql;
     t->comment = p->comment;
     t->sql_mode = p->sql_mode;
+    t->time_zone = p->time_zone;
 
     wire_column_def_t *cd = block_take(b, p->n_columns, sizeof(*cd));
     for (size_t i = 0; i < p->n_columns; i++) {
@@ -796,6 +862,15 @@ static void mirror_table_def(const Understudy__TableDef *p, wire_table_def_t *t,
     }
     t->indexes = id;
     t->n_indexes = p->n_indexes;
+
+    wire_check_def_t *ck = block_take(b, p->n_checks, sizeof(*ck));
+    for (size_t i = 0; i < p->n_checks; i++) {
+        ck[i].name = p->checks[i]->name;
+        ck[i].clause = p->checks[i]->clause;
+        ck[i].column = p->checks[i]->column;
+    }
+    t->checks = ck;
+    t->n_checks = p->n_checks;
 }
 
 static void mirror_row_batch(const Understudy__RowBatch *p, wire_row_batch_t *rb, block_t *b)
@@ -924,6 +999,8 @@ static void mirror_frame(const Understudy__Frame *f, wire_msg_t *m, block_t *b)
         dn->chunks = p->chunks;
         dn->n_chunks = p->n_chunks;
         dn->more = p->more != 0;
+        dn->digests = mirror_strv(p->digests);
+        dn->n_digests = p->n_digests;
         break;
     }
     case UNDERSTUDY__FRAME__BODY_TABLE_DEF:
@@ -938,6 +1015,12 @@ static void mirror_frame(const Understudy__Frame *f, wire_msg_t *m, block_t *b)
         te->table = p->table;
         te->row_count = p->row_count;
         te->digest = mirror_bytes(p->digest);
+        te->table_digest = mirror_bytes(p->table_digest);
+        wire_bytes_t *cd = block_take(b, p->n_chunk_digests, sizeof(*cd));
+        for (size_t j = 0; j < p->n_chunk_digests; j++)
+            cd[j] = mirror_bytes(p->chunk_digests[j]);
+        te->chunk_digests = cd;
+        te->n_chunk_digests = p->n_chunk_digests;
         break;
     }
     case UNDERSTUDY__FRAME__BODY_COMMIT: {
@@ -1126,4 +1209,73 @@ const char *wire_type_name(wire_type_t type)
     if ((unsigned)type >= sizeof(names) / sizeof(names[0]))
         return "unknown";
     return names[type];
+}
+
+/* ---- the row digest (see wire.h) ---- */
+
+int wire_rowsum_init(wire_rowsum_t *s)
+{
+    memset(s, 0, sizeof(*s));
+    s->md = EVP_MD_CTX_new();
+    return s->md ? 0 : UV_ENOMEM;
+}
+
+int wire_rowsum_add(wire_rowsum_t *s, const wire_row_t *row, uint64_t *ret_hash)
+{
+    EVP_MD_CTX *md = s->md;
+    uint8_t d[EVP_MAX_MD_SIZE];
+    char len[24];
+
+    if (!EVP_DigestInit_ex(md, EVP_md5(), NULL))
+        return UV_ENOMEM;
+    for (size_t i = 0; i < row->n_values; i++) {
+        if (wire_row_is_null(row, i)) {
+            EVP_DigestUpdate(md, "-", 1);
+            continue;
+        }
+        int n = snprintf(len, sizeof(len), "%zu:", row->values[i].len);
+        EVP_DigestUpdate(md, len, (size_t)n);
+        if (row->values[i].len)
+            EVP_DigestUpdate(md, row->values[i].data, row->values[i].len);
+    }
+    if (!EVP_DigestFinal_ex(md, d, NULL))
+        return UV_ENOMEM;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | d[i];
+    s->lo += v;
+    s->hi += s->lo < v;
+    s->rows++;
+    if (ret_hash)
+        *ret_hash = v;
+    return 0;
+}
+
+void wire_rowsum_text(const wire_rowsum_t *s, char *out, size_t size)
+{
+    /* The 128-bit sum in decimal: repeated division by 10 over 32-bit limbs. */
+    uint32_t limb[4] = {(uint32_t)(s->hi >> 32), (uint32_t)s->hi, (uint32_t)(s->lo >> 32),
+                        (uint32_t)s->lo};
+    char digits[48];
+    size_t n = 0;
+    do {
+        uint64_t rem = 0;
+        for (int i = 0; i < 4; i++) {
+            uint64_t cur = rem << 32 | limb[i];
+            limb[i] = (uint32_t)(cur / 10);
+            rem = cur % 10;
+        }
+        digits[n++] = (char)('0' + rem);
+    } while (limb[0] || limb[1] || limb[2] || limb[3]);
+    int o = snprintf(out, size, "%" PRIu64 ":", s->rows);
+    for (size_t i = 0; o >= 0 && (size_t)o + 1 < size && i < n; i++)
+        out[o++] = digits[n - 1 - i];
+    if (o >= 0 && (size_t)o < size)
+        out[o] = '\0';
+}
+
+void wire_rowsum_free(wire_rowsum_t *s)
+{
+    EVP_MD_CTX_free(s->md);
+    s->md = NULL;
 }

@@ -84,6 +84,10 @@ typedef enum wire_table_kind {
     WIRE_TABLE_TRIGGER = 2,
     WIRE_TABLE_ROUTINE = 3,
     WIRE_TABLE_EVENT = 4,
+    /* A stored function. On the wire it is TABLE_ROUTINE with `function` set (a procedure and a
+     * function may share a name); above the wire it is a kind of its own, and
+     * WIRE_TABLE_ROUTINE is a procedure. */
+    WIRE_TABLE_FUNCTION = 5,
 } wire_table_kind_t;
 
 typedef enum wire_status {
@@ -191,6 +195,7 @@ typedef struct wire_table_summary {
     wire_bytes_t digest;
     const wire_bytes_t *chunk_digests;
     size_t n_chunk_digests;
+    bool chunks_withheld; /* the table has chunk digests, sent on request (DbNeed.digests) */
 } wire_table_summary_t;
 
 typedef struct wire_db_begin {
@@ -201,6 +206,7 @@ typedef struct wire_db_begin {
     const char *const *non_transactional;
     size_t n_non_transactional;
     const char *schema; /* the primary's database name */
+    bool deferred;      /* base tables with an empty digest are not digested yet */
 } wire_db_begin_t;
 
 /* Chunks may only be listed together with exactly one table. */
@@ -209,7 +215,9 @@ typedef struct wire_db_need {
     size_t n_tables;
     const uint32_t *chunks;
     size_t n_chunks;
-    bool more; /* another DbNeed follows */
+    bool more;                  /* another DbNeed follows */
+    const char *const *digests; /* deferred tables whose digests are wanted first */
+    size_t n_digests;
 } wire_db_need_t;
 
 typedef struct wire_column_def {
@@ -239,6 +247,12 @@ typedef struct wire_index_def {
     const char *index_type; /* BTREE, FULLTEXT, SPATIAL, HASH */
 } wire_index_def_t;
 
+typedef struct wire_check_def {
+    const char *name;
+    const char *clause;
+    const char *column; /* "" for a table-level constraint */
+} wire_check_def_t;
+
 typedef struct wire_table_def {
     const char *name;
     wire_table_kind_t kind;
@@ -252,7 +266,10 @@ typedef struct wire_table_def {
     size_t n_indexes;
     const char *create_sql; /* views, triggers, routines */
     const char *comment;
-    const char *sql_mode; /* views, triggers */
+    const char *sql_mode;           /* views, triggers, routines, events */
+    const char *time_zone;          /* events */
+    const wire_check_def_t *checks; /* base tables: CHECK constraints */
+    size_t n_checks;
 } wire_table_def_t;
 
 /* One row: a value per non-generated column, in TableDef order, in MySQL text form. Bit i of nulls
@@ -271,6 +288,27 @@ static inline bool wire_row_is_null(const wire_row_t *row, size_t i)
     return i / 8 < row->nulls.len && (row->nulls.data[i / 8] >> (i % 8)) & 1;
 }
 
+/* The row digest both sides agree on, "<rows>:<sum>": per row the first 64 bits (big-endian) of
+ * an MD5 over every value as "<byte length>:<bytes>" ("-" for NULL), summed exactly. It is the
+ * value of the SQL the agent runs inside its snapshot (agent/dbsend.c digest_sql,
+ * controller/dbddl.c dbddl_digest_sql: SUM(CONV(LEFT(MD5(CONCAT(IFNULL(CONCAT(LENGTH(c), ':',
+ * CAST(c AS BINARY)), '-'), ...)), 16), 16, 10))) over the same rows in MySQL's text form, so
+ * it can also be computed from a row stream. */
+typedef struct wire_rowsum {
+    uint64_t rows;
+    uint64_t hi, lo; /* the 128-bit sum */
+    void *md;        /* EVP_MD_CTX, reused from row to row */
+} wire_rowsum_t;
+
+/* Starts an empty sum. Returns 0 or UV_ENOMEM. */
+int wire_rowsum_init(wire_rowsum_t *s);
+/* Adds one row; *ret_hash (may be NULL) gets the row's 64-bit value. Returns 0 or UV_ENOMEM. */
+int wire_rowsum_add(wire_rowsum_t *s, const wire_row_t *row, uint64_t *ret_hash);
+/* Writes "<rows>:<sum>" (decimal) into out (64 bytes suffice). */
+void wire_rowsum_text(const wire_rowsum_t *s, char *out, size_t size);
+/* Frees what init allocated; accepts a zeroed struct. */
+void wire_rowsum_free(wire_rowsum_t *s);
+
 typedef struct wire_row_batch {
     const char *table;
     uint32_t chunk;
@@ -282,6 +320,9 @@ typedef struct wire_table_end {
     const char *table;
     uint64_t row_count;
     wire_bytes_t digest;
+    wire_bytes_t table_digest;         /* a deferred table's summary digest */
+    const wire_bytes_t *chunk_digests; /* a deferred table's chunk digests */
+    size_t n_chunk_digests;
 } wire_table_end_t;
 
 typedef struct wire_commit {

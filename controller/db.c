@@ -213,3 +213,13 @@ int ctldb_load(MYSQL *db, const char *sql, ctldb_read_fn read, void *ctx, uint64
     mysql_set_local_infile_default(db);
     return r;
 }
+
+unsigned ctldb_warnings(MYSQL *db)
+{
+    return mysql_warning_count(db);
+}
+
+uint64_t ctldb_affected(MYSQL *db)
+{
+    return mysql_affected_rows(db);
+}

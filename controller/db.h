@@ -63,4 +63,10 @@ typedef long (*ctldb_read_fn)(void *ctx, char *buf, unsigned size);
 int ctldb_load(MYSQL *db, const char *sql, ctldb_read_fn read, void *ctx, uint64_t *ret_rows,
                char *err, size_t err_size);
 
+/* The number of warnings (notes included) the last statement on db raised. */
+unsigned ctldb_warnings(MYSQL *db);
+
+/* The number of rows the last INSERT, UPDATE, DELETE or LOAD DATA on db changed. */
+uint64_t ctldb_affected(MYSQL *db);
+
 #endif

@@ -237,9 +237,11 @@ static const char *const system_schemas[] = {"mysql", "information_schema", "per
 
 typedef struct body_ctx {
     const char *src;
+    const char *dst; /* what src becomes (NULL: the qualifier is dropped) */
     const char *const *names;
     size_t n_names;
     bool trigger;
+    bool compound;    /* ';' allowed: a BEGIN ... END body of a trigger, routine or event */
     const char *what; /* for messages */
 } body_ctx_t;
 
@@ -279,6 +281,15 @@ static int check_body(const tok_t *v, size_t from, size_t to, const body_ctx_t *
     for (size_t i = from; i < to; i++) {
         const tok_t *t = &v[i];
         if (t->kind == T_WORD) {
+            /* Two words are fine in one shape each: CALL of one of the site's own routines
+             * (unqualified: it resolves in the target schema), and DECLARE ... HANDLER. */
+            if (is_word(t, "CALL") && is_ident(&v[i + 1]) && !is_punct(&v[i + 2], '.') &&
+                in_list(v[i + 1].val, c->names, c->n_names))
+                continue;
+            if (is_word(t, "HANDLER") && i > from &&
+                (is_word(&v[i - 1], "CONTINUE") || is_word(&v[i - 1], "EXIT") ||
+                 is_word(&v[i - 1], "UNDO")))
+                continue;
             for (size_t j = 0; j < sizeof(denied_words) / sizeof(denied_words[0]); j++)
                 if (!strcasecmp(t->val, denied_words[j])) {
                     snprintf(err, err_size, "refused: %s uses %s", c->what, denied_words[j]);
@@ -291,7 +302,7 @@ static int check_body(const tok_t *v, size_t from, size_t to, const body_ctx_t *
             r = ERR_REFUSED;
             goto out;
         }
-        if (is_punct(t, ';') && !c->trigger) {
+        if (is_punct(t, ';') && !c->compound) {
             snprintf(err, err_size, "refused: %s holds more than one statement", c->what);
             r = ERR_REFUSED;
             goto out;
@@ -306,9 +317,11 @@ static int check_body(const tok_t *v, size_t from, size_t to, const body_ctx_t *
         if (!strcmp(t->val, c->src)) {
             ok = true;
             r = buf_append(out, copy_from, (size_t)(t->s - copy_from));
+            if (r == 0 && c->dst)
+                r = dbddl_ident(out, c->dst);
             if (r < 0)
                 goto out;
-            copy_from = v[i + 2].s; /* drop "`src`." */
+            copy_from = c->dst ? v[i + 1].s : v[i + 2].s; /* "`src`." becomes "`dst`." or goes */
         } else if (parts >= 3 || in_list(t->val, system_schemas, 4) ||
                    !strncmp(t->val, "understudy", 10)) {
             ok = false;
@@ -331,7 +344,192 @@ out:
     return r;
 }
 
-int dbddl_check_object(const wire_table_def_t *t, const char *src_schema,
+static const char *kind_word(int kind)
+{
+    switch (kind) {
+    case WIRE_TABLE_VIEW:
+        return "view";
+    case WIRE_TABLE_TRIGGER:
+        return "trigger";
+    case WIRE_TABLE_ROUTINE:
+        return "procedure";
+    case WIRE_TABLE_FUNCTION:
+        return "function";
+    case WIRE_TABLE_EVENT:
+        return "event";
+    default:
+        return "table";
+    }
+}
+
+/* Words a data type may carry after its name and arguments (RETURNS ...). */
+static const char *const type_words[] = {"UNSIGNED", "SIGNED",  "ZEROFILL", "BINARY",
+                                         "ASCII",    "UNICODE", "BYTE"};
+
+/* Words an event's schedule may use before DO: SHOW CREATE EVENT writes it as
+ * ON SCHEDULE {AT ts | EVERY n unit [STARTS ts] [ENDS ts]} ON COMPLETION [NOT] PRESERVE
+ * {ENABLE | DISABLE | DISABLE ON SLAVE} [COMMENT 'text'], times as quoted literals. */
+static const char *const schedule_words[] = {"ON",
+                                             "SCHEDULE",
+                                             "AT",
+                                             "EVERY",
+                                             "STARTS",
+                                             "ENDS",
+                                             "INTERVAL",
+                                             "COMPLETION",
+                                             "NOT",
+                                             "PRESERVE",
+                                             "ENABLE",
+                                             "DISABLE",
+                                             "SLAVE",
+                                             "COMMENT",
+                                             "CURRENT_TIMESTAMP",
+                                             "YEAR",
+                                             "QUARTER",
+                                             "MONTH",
+                                             "WEEK",
+                                             "DAY",
+                                             "HOUR",
+                                             "MINUTE",
+                                             "SECOND",
+                                             "MICROSECOND",
+                                             "YEAR_MONTH",
+                                             "DAY_HOUR",
+                                             "DAY_MINUTE",
+                                             "DAY_SECOND",
+                                             "HOUR_MINUTE",
+                                             "HOUR_SECOND",
+                                             "MINUTE_SECOND",
+                                             "DAY_MICROSECOND",
+                                             "HOUR_MICROSECOND",
+                                             "MINUTE_MICROSECOND",
+                                             "SECOND_MICROSECOND"};
+
+static bool in_words(const tok_t *t, const char *const *list, size_t n)
+{
+    for (size_t i = 0; t->kind == T_WORD && i < n; i++)
+        if (!strcasecmp(t->val, list[i]))
+            return true;
+    return false;
+}
+
+/* CREATE PROCEDURE / FUNCTION / EVENT, from the token after CREATE (v[i]) to end. The header is
+ * checked token by token against the shapes SHOW CREATE prints; the body like a trigger's. The
+ * statement is emitted as CREATE OR REPLACE (ensure_objects re-runs it) with the header as
+ * written: every token of it was checked. */
+static int check_routine(const wire_table_def_t *t, const tok_t *v, size_t i, size_t end,
+                         body_ctx_t *c, buf_t *out, char *err, size_t err_size)
+{
+    const char *what = c->what;
+    size_t head = i;
+    const char *word = t->kind == WIRE_TABLE_EVENT      ? "EVENT"
+                       : t->kind == WIRE_TABLE_FUNCTION ? "FUNCTION"
+                                                        : "PROCEDURE";
+
+    if (!is_word(&v[i], word))
+        REFUSE("refused: %s: CREATE %s expected", what, word);
+    i++;
+    if (!is_ident(&v[i]) || is_punct(&v[i + 1], '.') || strcmp(v[i].val, t->name) != 0)
+        REFUSE("refused: %s: the statement creates another object or schema", what);
+    i++;
+    if (t->kind == WIRE_TABLE_EVENT) {
+        if (!is_word(&v[i], "ON") || !is_word(&v[i + 1], "SCHEDULE"))
+            REFUSE("refused: %s: ON SCHEDULE expected", what);
+        for (; i < end && !is_word(&v[i], "DO"); i++)
+            if (!(in_words(&v[i], schedule_words,
+                           sizeof(schedule_words) / sizeof(schedule_words[0])) ||
+                  v[i].kind == T_NUMBER || v[i].kind == T_STRING || is_punct(&v[i], '+') ||
+                  is_punct(&v[i], '-')))
+                REFUSE("refused: %s: unexpected \"%.*s\" in its schedule", what,
+                       (int)(v[i].len > 40 ? 40 : v[i].len), v[i].s);
+        if (i == end)
+            REFUSE("refused: %s: DO expected", what);
+        i++; /* DO */
+    } else {
+        /* The parameter list: names, types and their arguments, nothing qualified. */
+        int depth = 0;
+        if (!is_punct(&v[i], '('))
+            REFUSE("refused: %s: a parameter list expected", what);
+        do {
+            const tok_t *p = &v[i];
+            if (is_punct(p, '('))
+                depth++;
+            else if (is_punct(p, ')'))
+                depth--;
+            else if (!(p->kind == T_WORD || p->kind == T_QIDENT || p->kind == T_NUMBER ||
+                       p->kind == T_STRING || is_punct(p, ',')) ||
+                     in_words(p, denied_words, sizeof(denied_words) / sizeof(denied_words[0])))
+                REFUSE("refused: %s: unexpected \"%.*s\" in its parameters", what,
+                       (int)(p->len > 40 ? 40 : p->len), p->s);
+            i++;
+        } while (depth > 0 && i < end);
+        if (depth != 0)
+            REFUSE("refused: %s: unbalanced parameter list", what);
+        if (t->kind == WIRE_TABLE_FUNCTION) {
+            if (!is_word(&v[i], "RETURNS") || v[i + 1].kind != T_WORD)
+                REFUSE("refused: %s: RETURNS type expected", what);
+            i += 2;
+            if (is_punct(&v[i], '(')) {
+                for (i++; i < end && !is_punct(&v[i], ')'); i++)
+                    if (!(v[i].kind == T_NUMBER || v[i].kind == T_STRING || is_punct(&v[i], ',')))
+                        REFUSE("refused: %s: bad RETURNS type arguments", what);
+                if (i++ == end)
+                    REFUSE("refused: %s: bad RETURNS type arguments", what);
+            }
+            for (;;) {
+                if (in_words(&v[i], type_words, sizeof(type_words) / sizeof(type_words[0]))) {
+                    i++;
+                } else if ((is_word(&v[i], "CHARSET") || is_word(&v[i], "COLLATE")) &&
+                           is_ident(&v[i + 1]) && dbddl_charset_ok(v[i + 1].val)) {
+                    i += 2;
+                } else if (is_word(&v[i], "CHARACTER") && is_word(&v[i + 1], "SET") &&
+                           is_ident(&v[i + 2]) && dbddl_charset_ok(v[i + 2].val)) {
+                    i += 3;
+                } else {
+                    break;
+                }
+            }
+        }
+        /* Characteristics. */
+        for (;;) {
+            if (is_word(&v[i], "LANGUAGE") && is_word(&v[i + 1], "SQL"))
+                i += 2;
+            else if (is_word(&v[i], "NOT") && is_word(&v[i + 1], "DETERMINISTIC"))
+                i += 2;
+            else if (is_word(&v[i], "DETERMINISTIC"))
+                i++;
+            else if ((is_word(&v[i], "CONTAINS") || is_word(&v[i], "NO")) &&
+                     is_word(&v[i + 1], "SQL"))
+                i += 2;
+            else if ((is_word(&v[i], "READS") || is_word(&v[i], "MODIFIES")) &&
+                     is_word(&v[i + 1], "SQL") && is_word(&v[i + 2], "DATA"))
+                i += 3;
+            else if (is_word(&v[i], "SQL") && is_word(&v[i + 1], "SECURITY") &&
+                     (is_word(&v[i + 2], "DEFINER") || is_word(&v[i + 2], "INVOKER")))
+                i += 3;
+            else if (is_word(&v[i], "COMMENT") && v[i + 1].kind == T_STRING)
+                i += 2;
+            else
+                break;
+        }
+    }
+    if (end <= i)
+        REFUSE("refused: %s: empty body", what);
+    c->compound = is_word(&v[i], "BEGIN") && is_word(&v[end - 1], "END");
+    for (size_t j = i; j < end; j++)
+        if (!c->compound && is_punct(&v[j], ';'))
+            REFUSE("refused: %s holds more than one statement", what);
+    int r = buf_append_str(out, "CREATE OR REPLACE ");
+    if (r == 0)
+        r = buf_append(out, v[head].s, (size_t)(v[i - 1].s + v[i - 1].len - v[head].s));
+    if (r == 0)
+        r = buf_append(out, " ", 1);
+    if (r == 0)
+        r = check_body(v, i, end, c, out, err, err_size);
+    return r;
+}
+
+int dbddl_check_object(const wire_table_def_t *t, const char *src_schema, const char *dst_schema,
                        const char *const *site_names, size_t n_site_names,
                        const char *const *site_tables, size_t n_site_tables, buf_t *out, char *err,
                        size_t err_size)
@@ -341,10 +539,9 @@ int dbddl_check_object(const wire_table_def_t *t, const char *src_schema,
     size_t n = 0, i = 0, end;
     int r;
 
-    snprintf(what, sizeof(what), "%s %.64s", t->kind == WIRE_TABLE_VIEW ? "view" : "trigger",
-             t->name);
-    if (t->kind != WIRE_TABLE_VIEW && t->kind != WIRE_TABLE_TRIGGER)
-        REFUSE("refused: %s: routines and events are not accepted", t->name);
+    snprintf(what, sizeof(what), "%s %.64s", kind_word(t->kind), t->name);
+    if (t->kind == WIRE_TABLE_BASE)
+        REFUSE("refused: %s: a table has no statement to check", t->name);
     if ((r = dbddl_check_name(t->name, err, err_size)) < 0)
         return r;
     if (!dbddl_sql_mode_ok(t->sql_mode ? t->sql_mode : "") || !dbddl_charset_ok(t->charset) ||
@@ -357,9 +554,11 @@ int dbddl_check_object(const wire_table_def_t *t, const char *src_schema,
     if (end > 0 && is_punct(&v[end - 1], ';'))
         end--; /* one trailing ';' */
     body_ctx_t c = {.src = src_schema,
+                    .dst = dst_schema,
                     .names = site_names,
                     .n_names = n_site_names,
                     .trigger = t->kind == WIRE_TABLE_TRIGGER,
+                    .compound = t->kind == WIRE_TABLE_TRIGGER,
                     .what = what};
 #define EXPECT(cond, ...)                                                                          \
     do {                                                                                           \
@@ -370,7 +569,11 @@ int dbddl_check_object(const wire_table_def_t *t, const char *src_schema,
         }                                                                                          \
     } while (0)
     EXPECT(is_word(&v[i++], "CREATE"), "refused: %s: not a CREATE statement", what);
-    if (t->kind == WIRE_TABLE_VIEW) {
+    if (t->kind == WIRE_TABLE_ROUTINE || t->kind == WIRE_TABLE_FUNCTION ||
+        t->kind == WIRE_TABLE_EVENT) {
+        EXPECT(!is_word(&v[i], "DEFINER"), "refused: %s has a DEFINER clause", what);
+        r = check_routine(t, v, i, end, &c, out, err, err_size);
+    } else if (t->kind == WIRE_TABLE_VIEW) {
         const char *algorithm = "UNDEFINED", *security = "DEFINER", *check = NULL;
         if (is_word(&v[i], "ALGORITHM")) {
             EXPECT(is_punct(&v[i + 1], '=') &&
@@ -565,6 +768,63 @@ static bool extra_ok(const char *e)
 
 static const char *const engines[] = {"InnoDB", "MyISAM", "Aria", "MEMORY"};
 
+/* Appends an expression of a table definition (a generated column's, a CHECK clause) after
+ * checking it like a view body with no schema at all: no qualified name, no second statement,
+ * no dangerous word, no server variable. */
+static int append_expr(buf_t *out, const char *expr, const char *what, const char *kind, char *err,
+                       size_t err_size)
+{
+    tok_t *v;
+    size_t n;
+    body_ctx_t bc = {.src = "", .what = what};
+    int r = tokenize(expr, &v, &n, err, err_size, what);
+    if (r < 0)
+        return r;
+    if (n < 2) {
+        free(v);
+        REFUSE("refused: %s: empty %s", what, kind);
+    }
+    for (size_t j = 0; r == 0 && j + 1 < n; j++)
+        if (is_punct(&v[j], ';') || is_punct(&v[j], '.'))
+            r = ERR_REFUSED;
+    if (r < 0) {
+        free(v);
+        REFUSE("refused: %s: %s names another object", what, kind);
+    }
+    r = check_body(v, 0, n - 1, &bc, out, err, err_size);
+    free(v);
+    return r;
+}
+
+/* The CHECK constraints of column (NULL: the table-level ones), as SHOW CREATE TABLE writes
+ * them: " CHECK (...)" after a column, ",\n  CONSTRAINT `name` CHECK (...)" after the keys. */
+static int append_checks(buf_t *out, const wire_table_def_t *t, const char *column,
+                         const char *what, char *err, size_t err_size)
+{
+    int r = 0;
+    for (size_t i = 0; r == 0 && i < t->n_checks; i++) {
+        const wire_check_def_t *k = &t->checks[i];
+        if (column ? strcmp(k->column, column) != 0 : k->column[0] != '\0')
+            continue;
+        if (!k->name[0] || strlen(k->name) > 64)
+            REFUSE("refused: %s: a CHECK constraint has a bad name", what);
+        if (column) {
+            r = buf_append_str(out, " CHECK (");
+        } else {
+            r = buf_append_str(out, ",\n  CONSTRAINT ");
+            if (r == 0)
+                r = dbddl_ident(out, k->name);
+            if (r == 0)
+                r = buf_append_str(out, " CHECK (");
+        }
+        if (r == 0)
+            r = append_expr(out, k->clause, what, "CHECK clause", err, err_size);
+        if (r == 0)
+            r = buf_append(out, ")", 1);
+    }
+    return r;
+}
+
 int dbddl_create_table(const wire_table_def_t *t, const char *schema, buf_t *out, char *err,
                        size_t err_size)
 {
@@ -620,26 +880,16 @@ int dbddl_create_table(const wire_table_def_t *t, const char *schema, buf_t *out
         if (r == 0 && c->collation[0])
             r = buf_printf(out, " COLLATE %s", c->collation);
         if (r == 0 && c->generated) {
-            /* The expression is checked like a view body (no schema, no dangerous words). */
-            tok_t *v;
-            size_t n;
-            body_ctx_t bc = {.src = "", .what = cwhat};
-            r = tokenize(c->generation_expression, &v, &n, err, err_size, cwhat);
-            if (r < 0)
-                return r;
-            for (size_t j = 0; r == 0 && j + 1 < n; j++)
-                if (is_punct(&v[j], ';') || is_punct(&v[j], '.'))
-                    r = ERR_REFUSED;
-            if (r < 0) {
-                free(v);
-                REFUSE("refused: %s: generation expression names another object", cwhat);
-            }
             r = buf_append_str(out, " GENERATED ALWAYS AS (");
             if (r == 0)
-                r = check_body(v, 0, n - 1, &bc, out, err, err_size);
-            free(v);
+                r = append_expr(out, c->generation_expression, cwhat, "generation expression", err,
+                                err_size);
             if (r == 0)
                 r = buf_append_str(out, c->stored ? ") STORED" : ") VIRTUAL");
+            if (r == 0)
+                r = append_checks(out, t, c->name, cwhat, err, err_size);
+            if (r < 0)
+                return r;
             continue;
         }
         if (r == 0 && !c->nullable)
@@ -661,6 +911,18 @@ int dbddl_create_table(const wire_table_def_t *t, const char *schema, buf_t *out
             if (r == 0)
                 r = buf_append_str(out, "))");
         }
+        if (r == 0)
+            r = append_checks(out, t, c->name, cwhat, err, err_size);
+        if (r < 0)
+            return r;
+    }
+    for (size_t i = 0; i < t->n_checks; i++) {
+        bool found = !t->checks[i].column[0];
+        for (size_t j = 0; j < t->n_columns && !found; j++)
+            found = !strcmp(t->columns[j].name, t->checks[i].column);
+        if (!found)
+            REFUSE("refused: %s: CHECK constraint %.64s is on a column the table does not have",
+                   what, t->checks[i].name);
     }
     for (size_t i = 0; r == 0 && i < t->n_indexes; i++) {
         const wire_index_def_t *x = &t->indexes[i];
@@ -694,6 +956,8 @@ int dbddl_create_table(const wire_table_def_t *t, const char *schema, buf_t *out
         if (r == 0 && !strcasecmp(x->index_type, "HASH"))
             r = buf_append_str(out, " USING HASH");
     }
+    if (r == 0)
+        r = append_checks(out, t, NULL, what, err, err_size);
     if (r == 0)
         r = buf_printf(out, "\n) ENGINE=%s", t->engine);
     if (r == 0 && t->auto_increment)

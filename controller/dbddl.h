@@ -14,9 +14,11 @@
 #include "buf.h"
 #include "wire.h"
 
-/* Chunk c of a table with a one-column integer key holds keys [c * W, (c + 1) * W); the agent
- * uses the same width (agent/dbsend.c DBSEND_CHUNK_WIDTH). */
-#define DBDDL_CHUNK_WIDTH 4096
+/* Chunk c of a table with a one-column integer key holds keys [c * W, (c + 1) * W): W is
+ * DBDDL_CHUNK_WIDTH unless the agent's definition line names another ("d:<hex>/<W>", a power
+ * of two from DBDDL_CHUNK_WIDTH_MIN to DBDDL_CHUNK_WIDTH; agent/dbsend.c). */
+#define DBDDL_CHUNK_WIDTH     4096
+#define DBDDL_CHUNK_WIDTH_MIN 16
 
 /* Names of the controller's own objects: site objects may not use them. */
 #define DBDDL_MARKER_PREFIX "understudy~gen"
@@ -40,13 +42,16 @@ int dbddl_check_name(const char *name, char *err, size_t err_size);
 int dbddl_create_table(const wire_table_def_t *t, const char *schema, buf_t *out, char *err,
                        size_t err_size);
 
-/* Checks the create_sql of a view or trigger TableDef and builds the statement to run in the
- * target schema (the session's current database): exactly one CREATE VIEW / CREATE TRIGGER
- * statement for t->name, without DEFINER or comments, whose qualified names refer only to
- * src_schema (the qualifier is removed), to the site's own objects (site_names) or to aliases
- * the statement declares; a trigger must be ON one of site_tables. Views are emitted as CREATE
- * OR REPLACE. */
-int dbddl_check_object(const wire_table_def_t *t, const char *src_schema,
+/* Checks the create_sql of a view, trigger, procedure, function or event TableDef and builds
+ * the statement to run in the target schema (the session's current database): exactly one
+ * CREATE VIEW / TRIGGER / PROCEDURE / FUNCTION / EVENT statement for t->name, without DEFINER
+ * or comments, whose qualified names refer only to src_schema (the qualifier becomes
+ * dst_schema, or is removed when dst_schema is NULL: the server keeps a routine's or a view's
+ * function calls as written, so mariadb-dump of both sides agree only with the qualifier
+ * rewritten), to the site's own objects (site_names) or to aliases the statement declares; a
+ * trigger must be ON one of site_tables. Views, routines and events are emitted as CREATE OR
+ * REPLACE. */
+int dbddl_check_object(const wire_table_def_t *t, const char *src_schema, const char *dst_schema,
                        const char *const *site_names, size_t n_site_names,
                        const char *const *site_tables, size_t n_site_tables, buf_t *out, char *err,
                        size_t err_size);

@@ -33,14 +33,25 @@
  * checks the statement) and filled by one LOAD DATA LOCAL INFILE ... CHARACTER SET binary whose
  * "file" is the RowBatch stream itself (ctldb_load's read callback pulls the next batch from
  * the agent), with unique_checks, foreign_key_checks off (and sql_log_bin off where permitted).
- * Then the row count and the same SQL digest the agent computed in its snapshot are checked on
- * the stored rows before anything can become live.
+ * Before anything can become live, the digest of the rows as handed to LOAD DATA must equal
+ * the one the agent computed in its snapshot, with the exact row count and no warning from the
+ * server (verify_table says why that proves what was stored). A table received by chunks is
+ * created like the live one and filled with the live rows outside those chunks on a connection
+ * of its own (copier_run, in parallel with the rest of the import), then the chunks are loaded.
+ * Deferred tables (DbBegin.deferred: the agent had no digest at hand) cost one more exchange
+ * when the live generation has them (ask_digests); the others come whole, their digests with
+ * their rows (TableEnd), so a first sync reads every table once on each side.
+ * Stored procedures, functions and events ([database] routines = yes on the agent) are checked
+ * like views (dbddl_check_object) and, like views, (re)created from the manifest after the
+ * RENAME (ensure_objects).
  */
 #include "dbrecv.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +72,8 @@
 #define DBRECV_RECV_TIMEOUT  (10u * 60 * 1000)
 #define DBRECV_MAX_WPCONFIG  (1u << 20)
 #define DBRECV_MAX_LIVE_NAME 40
+/* Tables received by chunks whose unchanged rows are copied in parallel, one connection each. */
+#define DBRECV_COPIERS 4
 
 typedef struct mentry {
     int kind;
@@ -76,7 +89,19 @@ typedef struct mentry {
 typedef struct want {
     uint32_t *ids; /* chunks to receive; the others are copied from the live table */
     size_t n;
+    uint32_t width;       /* keys per chunk */
+    const mentry_t *live; /* the live table's manifest entry (its chunk lines) */
+    uint64_t copied;      /* rows copy_unchanged copied */
+    unsigned copy_warnings;
     bool partial;
+    /* The copy on a connection of its own (copier_run), started as soon as the DbNeeds are
+     * out: it overlaps the other tables' copies and the agent's sending. */
+    pthread_t copier;
+    bool copier_started, copier_joined;
+    const char *name; /* the table */
+    dbrecv_t *d;
+    int copy_r;
+    char copy_err[512];
 } want_t;
 
 typedef struct manifest {
@@ -303,14 +328,38 @@ static int session_setup(dbrecv_t *d, char *err, size_t err_size)
     return r;
 }
 
-/* Runs a view or trigger statement of the manifest with its own session settings. */
+/* A time zone name or offset as SHOW CREATE EVENT reports it: SYSTEM, +05:30, Europe/Paris. */
+static bool time_zone_ok(const char *tz)
+{
+    size_t n = strlen(tz);
+    if (n > 64)
+        return false;
+    for (const char *p = tz; *p; p++)
+        if (!(isalnum((unsigned char)*p) || strchr("_/:+-", *p)))
+            return false;
+    return true;
+}
+
+/* Runs a view, trigger, routine or event statement of the manifest with its own session
+ * settings. */
 static int create_object(dbrecv_t *d, const mentry_t *e, char *err, size_t err_size)
 {
     int r = 0;
 
     if (!dbddl_sql_mode_ok(e->sql_mode) || !dbddl_charset_ok(e->cs) || !dbddl_charset_ok(e->coll))
         return ERR_REFUSED;
-    r = execf(d, err, err_size, "SET SESSION sql_mode = '%s'", e->sql_mode);
+    /* An event's schedule is read in the time zone it was written in ("tz:<zone>"). */
+    const char *tz = e->kind == WIRE_TABLE_EVENT && e->chunks && !strncmp(e->chunks, "tz:", 3)
+                         ? e->chunks + 3
+                         : NULL;
+    if (tz && !time_zone_ok(tz)) {
+        snprintf(err, err_size, "event %s: bad time zone \"%.64s\"", e->name, tz);
+        return ERR_REFUSED;
+    }
+    if (tz && tz[0])
+        r = execf(d, err, err_size, "SET SESSION time_zone = '%s'", tz);
+    if (r == 0)
+        r = execf(d, err, err_size, "SET SESSION sql_mode = '%s'", e->sql_mode);
     if (r == 0)
         r = execf(d, err, err_size, "SET NAMES %s COLLATE %s", e->cs, e->coll);
     if (r == 0)
@@ -321,7 +370,8 @@ static int create_object(dbrecv_t *d, const mentry_t *e, char *err, size_t err_s
     return r < 0 ? r : r2;
 }
 
-/* Names of objects of one kind in L: tables (BASE TABLE), views, or triggers (name + table). */
+/* Names of objects of one kind in L: tables (BASE TABLE), views, triggers (name + table),
+ * procedures, functions or events. */
 static int list_live(dbrecv_t *d, int kind, char ***ret, char ***ret_tables, size_t *ret_n,
                      char *err, size_t err_size)
 {
@@ -335,6 +385,14 @@ static int list_live(dbrecv_t *d, int kind, char ***ret, char ***ret_tables, siz
     if (kind == WIRE_TABLE_TRIGGER)
         r = buf_append_str(&q, "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE FROM "
                                "information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ");
+    else if (kind == WIRE_TABLE_ROUTINE || kind == WIRE_TABLE_FUNCTION)
+        r = buf_printf(&q,
+                       "SELECT ROUTINE_NAME, ROUTINE_NAME FROM information_schema.ROUTINES "
+                       "WHERE ROUTINE_TYPE = '%s' AND ROUTINE_SCHEMA = ",
+                       kind == WIRE_TABLE_ROUTINE ? "PROCEDURE" : "FUNCTION");
+    else if (kind == WIRE_TABLE_EVENT)
+        r = buf_append_str(&q, "SELECT EVENT_NAME, EVENT_NAME FROM information_schema.EVENTS "
+                               "WHERE EVENT_SCHEMA = ");
     else
         r = buf_printf(&q,
                        "SELECT TABLE_NAME, TABLE_NAME FROM information_schema.TABLES WHERE "
@@ -376,13 +434,49 @@ static void free_names(char **v, size_t n)
     free(v);
 }
 
+/* Procedures, functions or events (kind) of L: those of m are (re)created (CREATE OR REPLACE:
+ * few and cheap, and they may have changed), the others dropped. */
+static int ensure_routines(dbrecv_t *d, const manifest_t *m, int kind, char *err, size_t err_size)
+{
+    char **names = NULL, **tables = NULL;
+    size_t n = 0;
+    int r = list_live(d, kind, &names, &tables, &n, err, err_size);
+
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        if (manifest_find(m, kind, names[i]))
+            continue;
+        buf_t q = BUF_INIT;
+        r = buf_printf(&q, "DROP %s IF EXISTS ",
+                       kind == WIRE_TABLE_EVENT      ? "EVENT"
+                       : kind == WIRE_TABLE_FUNCTION ? "FUNCTION"
+                                                     : "PROCEDURE");
+        if (r == 0)
+            r = qname(&q, d->live, names[i]);
+        if (r == 0)
+            r = exec_buf(d, &q, err, err_size);
+        buf_free(&q);
+    }
+    for (size_t i = 0; r == 0 && i < m->n; i++)
+        if (m->v[i].kind == kind)
+            r = create_object(d, &m->v[i], err, err_size);
+    free_names(names, n);
+    free_names(tables, n);
+    return r;
+}
+
 /* Views and triggers of manifest m that are missing in L are created; views are all
- * (re)created (they are cheap and may have changed); views not in m are dropped. */
+ * (re)created (they are cheap and may have changed); views not in m are dropped. Procedures and
+ * functions come first (a view may call a function), events last. */
 static int ensure_objects(dbrecv_t *d, const manifest_t *m, char *err, size_t err_size)
 {
     char **names = NULL, **tables = NULL;
     size_t n = 0, pending = 0;
     int r = execf(d, err, err_size, "USE `%s`", d->live);
+
+    if (r == 0)
+        r = ensure_routines(d, m, WIRE_TABLE_FUNCTION, err, err_size);
+    if (r == 0)
+        r = ensure_routines(d, m, WIRE_TABLE_ROUTINE, err, err_size);
 
     /* Views may use views: repeat until every view is created or no progress is made. */
     bool *done = calloc(m->n + 1, sizeof(*done));
@@ -436,6 +530,8 @@ static int ensure_objects(dbrecv_t *d, const manifest_t *m, char *err, size_t er
     }
     free_names(names, n);
     free_names(tables, n);
+    if (r == 0)
+        r = ensure_routines(d, m, WIRE_TABLE_EVENT, err, err_size);
     return r;
 }
 
@@ -541,7 +637,8 @@ typedef struct loader {
     buf_t pending;
     bool done;
     uint64_t rows;
-    wire_msg_t *end; /* the TableEnd */
+    wire_rowsum_t sum; /* of the rows handed to LOAD DATA (see verify_table) */
+    wire_msg_t *end;   /* the TableEnd */
     char err[512];
 } loader_t;
 
@@ -612,7 +709,8 @@ static long on_load_read(void *ctx, char *out, unsigned size)
                 wire_msg_free(m);
                 return -1;
             }
-            if (encode_row(&l->pending, &m->u.row_batch.rows[i]) < 0) {
+            if (encode_row(&l->pending, &m->u.row_batch.rows[i]) < 0 ||
+                wire_rowsum_add(&l->sum, &m->u.row_batch.rows[i], NULL) < 0) {
                 snprintf(l->err, sizeof(l->err), "rows of %s: out of memory", l->table);
                 wire_msg_free(m);
                 return -1;
@@ -629,64 +727,298 @@ static long on_load_read(void *ctx, char *out, unsigned size)
     return (long)n;
 }
 
-/* Checks the digest of a staged table against the agent's. */
-static int verify_table(dbrecv_t *d, const wire_table_def_t *t, const wire_table_summary_t *sum,
-                        const loader_t *l, uint64_t loaded, bool partial, char *err,
-                        size_t err_size)
+__extension__ typedef unsigned __int128 u128_t;
+
+/* Parses "c:<id>:<count>:<sum>" (len bytes, not NUL-terminated). */
+static bool chunk_fields(const uint8_t *p, size_t len, uint64_t *ret_id, uint64_t *ret_count,
+                         u128_t *ret_sum)
 {
+    u128_t v[3] = {0, 0, 0};
+    size_t f = 0, digits = 0;
+    if (len < 2 || p[0] != 'c' || p[1] != ':')
+        return false;
+    for (size_t i = 2; i < len; i++) {
+        if (p[i] == ':') {
+            if (!digits || ++f > 2)
+                return false;
+            digits = 0;
+        } else if (p[i] >= '0' && p[i] <= '9' && ++digits <= 38) {
+            v[f] = v[f] * 10 + (u128_t)(p[i] - '0');
+        } else {
+            return false;
+        }
+    }
+    if (f != 2 || !digits || v[0] > UINT64_MAX || v[1] > UINT64_MAX)
+        return false;
+    *ret_id = (uint64_t)v[0];
+    *ret_count = (uint64_t)v[1];
+    *ret_sum = v[2];
+    return true;
+}
+
+static bool wanted(const want_t *w, uint64_t id)
+{
+    for (size_t i = 0; i < w->n; i++)
+        if (w->ids[i] == id)
+            return true;
+    return false;
+}
+
+/* A table received by chunks: the rows of the chunks asked for came from the agent, the others
+ * were copied (copy_unchanged) from the live table, whose rows are those of the live manifest:
+ * it was verified when it became live, nothing but a switch changes it (the write guard refuses
+ * syncs over local writes, and after `resolve --discard-local` every table comes whole). So:
+ * the stream must equal the sum of the agent's digests of the chunks asked for (the same proof
+ * as for a whole table, see verify_table, LOAD DATA's warnings included), and the copy must have
+ * moved exactly the live table's rows outside those chunks, without a warning. */
+static int verify_chunks(const wire_table_def_t *t, const wire_table_summary_t *sum,
+                         const loader_t *l, const want_t *w, char *err, size_t err_size)
+{
+    wire_rowsum_t want = {0};
+    uint64_t id, count, live_wanted = 0;
+    u128_t v, acc = 0;
+    char got[160], exp[160];
+
+    for (size_t i = 1; i < sum->n_chunk_digests; i++) {
+        if (!chunk_fields(sum->chunk_digests[i].data, sum->chunk_digests[i].len, &id, &count, &v))
+            goto bad;
+        if (!wanted(w, id))
+            continue;
+        want.rows += count;
+        acc += v;
+    }
+    want.hi = (uint64_t)(acc >> 64);
+    want.lo = (uint64_t)acc;
+    for (const char *p = w->live->chunks, *nl; (nl = strchr(p, '\n')); p = nl + 1) {
+        if (p == w->live->chunks)
+            continue; /* the "d:" line */
+        if (!chunk_fields((const uint8_t *)p, (size_t)(nl - p), &id, &count, &v))
+            goto bad;
+        live_wanted += wanted(w, id) ? count : 0;
+    }
+    wire_rowsum_text(&l->sum, got, sizeof(got));
+    wire_rowsum_text(&want, exp, sizeof(exp));
+    if (strcmp(got, exp) != 0) {
+        snprintf(err, err_size,
+                 "table %s: the imported chunks do not match the digests the agent computed in "
+                 "its snapshot (%s here, %s there); nothing was applied",
+                 t->name, got, exp);
+        return ERR_DB;
+    }
+    if (w->copy_warnings || live_wanted > w->live->rows ||
+        w->copied != w->live->rows - live_wanted || w->copied + l->rows != sum->row_count) {
+        snprintf(err, err_size,
+                 "table %s: copying the unchanged rows from the live table moved %" PRIu64
+                 " rows (%u warnings), not %" PRIu64 " (the agent counts %" PRIu64
+                 " in all); nothing was applied",
+                 t->name, w->copied, w->copy_warnings, w->live->rows - live_wanted, sum->row_count);
+        return ERR_DB;
+    }
+    return 0;
+bad:
+    snprintf(err, err_size, "table %s: a chunk digest is malformed; nothing was applied", t->name);
+    return ERR_PROTOCOL;
+}
+
+/* Checks a staged table against the agent's digest, computed inside its snapshot.
+ *
+ * A whole table is checked without reading it back: the digest of the rows exactly as they
+ * were handed to LOAD DATA (wire_rowsum_t, the same value as the agent's SQL digest over the
+ * same rows) must equal the agent's, the server must report as many rows inserted as were
+ * sent, and no warning. That still proves what was stored: every row the agent read reached
+ * the server byte for byte (the stream digest); LOAD DATA inserted each of them (row count: none
+ * skipped, none duplicated); and the server stored every value as given, because each way it
+ * can store something else instead - a value truncated or out of range, bytes invalid in the
+ * column's character set, a NULL into NOT NULL, a missing or extra field, a date adjusted -
+ * raises a warning or note under the session's non-strict sql_mode (session_setup), and any
+ * warning refuses the table. What it does not re-check is the server's own write path (the
+ * storage engine losing data it acknowledged), which reading back through the same server
+ * would not prove either. It saves a full read of every imported table: the second-largest
+ * cost of a first sync after the import itself.
+ * A table received by chunks: see verify_chunks. */
+static int verify_table(dbrecv_t *d, const wire_table_def_t *t, const wire_table_summary_t *sum,
+                        const loader_t *l, uint64_t loaded, unsigned warnings, const want_t *w,
+                        char *err, size_t err_size)
+{
+    bool partial = w != NULL;
     const wire_table_end_t *e = &l->end->u.table_end;
-    buf_t q = BUF_INIT;
-    ctldb_res_t *res;
-    char **v, got[160] = "";
-    unsigned long *len;
-    int r;
+    char got[160] = "";
 
     /* A partial table: its total is checked by the digest (which starts with the count). */
     if (strcmp(e->table, t->name) != 0 || e->row_count != l->rows || loaded != l->rows ||
-        (!partial && l->rows != sum->row_count)) {
+        (!partial && sum->digest.len && l->rows != sum->row_count)) {
         snprintf(err, err_size,
                  "table %s: row counts disagree (agent's snapshot %" PRIu64 ", sent %" PRIu64
                  ", received %" PRIu64 ", stored %" PRIu64 "); nothing was applied",
                  t->name, sum->row_count, e->row_count, l->rows, loaded);
         return ERR_DB;
     }
-    r = dbddl_digest_sql(t, d->stage, &q);
-    if (r == 0)
-        r = ctldb_query(d->db, (const char *)buf_data(&q), q.len, &res, err, err_size);
-    buf_free(&q);
-    if (r < 0)
-        return r;
-    if (ctldb_res_next(res, &v, &len) == 1 && v[0] && v[1])
-        snprintf(got, sizeof(got), "%s:%s", v[0], v[1]);
-    ctldb_res_free(res);
-    if (strlen(got) != e->digest.len || memcmp(got, e->digest.data, e->digest.len) != 0) {
+    if (warnings) {
         snprintf(err, err_size,
-                 "table %s: the imported rows do not match the digest the agent computed in its "
-                 "snapshot (%.*s here, %s there); nothing was applied",
-                 t->name, (int)e->digest.len, (const char *)e->digest.data, got);
+                 "table %s: the server changed %u of the imported values (warnings of LOAD "
+                 "DATA); nothing was applied",
+                 t->name, warnings);
         return ERR_DB;
     }
-    return 0;
+    if (!partial) {
+        wire_rowsum_text(&l->sum, got, sizeof(got));
+        if (strlen(got) != e->digest.len || memcmp(got, e->digest.data, e->digest.len) != 0) {
+            snprintf(err, err_size,
+                     "table %s: the imported rows do not match the digest the agent computed in "
+                     "its snapshot (%s here, %.*s there); nothing was applied",
+                     t->name, got, (int)e->digest.len, (const char *)e->digest.data);
+            return ERR_DB;
+        }
+        return 0;
+    }
+    return verify_chunks(t, sum, l, w, err, err_size);
 }
 
-static int copy_unchanged(dbrecv_t *d, const wire_table_def_t *t, const want_t *w, char *err,
+static int copy_unchanged(dbrecv_t *d, const wire_table_def_t *t, want_t *w, char *err,
                           size_t err_size);
+static int chunk_ranges(buf_t *q, const char *key, const want_t *w);
+
+/* A table received by chunks, on its own connection: creates the staged table like the live
+ * one (plan_chunks asked for chunks only because the agent's definition is the live table's)
+ * and copies the live rows outside the chunks asked for into it; receive_table then loads the
+ * chunks and sets AUTO_INCREMENT. Column list and key come from the live table. */
+static void *copier_run(void *arg)
+{
+    want_t *w = arg;
+    dbrecv_t *d = w->d;
+    MYSQL *db = NULL;
+    buf_t q = BUF_INIT, cols = BUF_INIT;
+    ctldb_res_t *res = NULL;
+    char **v, key[260] = "";
+    unsigned long *len;
+    size_t n_key = 0;
+    char *err = w->copy_err;
+    size_t err_size = sizeof(w->copy_err);
+    int r = ctldb_connect(&d->opts, &db, err, err_size);
+
+    if (r == 0)
+        r = ctldb_exec(db,
+                       "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', time_zone = '+00:00', "
+                       "foreign_key_checks = 0, unique_checks = 0, net_read_timeout = 3600, "
+                       "net_write_timeout = 3600",
+                       strlen("SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO', time_zone = "
+                              "'+00:00', foreign_key_checks = 0, unique_checks = 0, "
+                              "net_read_timeout = 3600, net_write_timeout = 3600"),
+                       err, err_size);
+    if (r == 0)
+        r = buf_append_str(&q, "CREATE TABLE ");
+    if (r == 0)
+        r = qname(&q, d->stage, w->name);
+    if (r == 0)
+        r = buf_append_str(&q, " LIKE ");
+    if (r == 0)
+        r = qname(&q, d->live, w->name);
+    if (r == 0)
+        r = ctldb_exec(db, (const char *)buf_data(&q), q.len, err, err_size);
+    buf_reset(&q);
+    if (r == 0)
+        r = buf_append_str(&q, "SELECT c.COLUMN_NAME, c.IS_GENERATED, s.SEQ_IN_INDEX FROM "
+                               "information_schema.COLUMNS c LEFT JOIN "
+                               "information_schema.STATISTICS s ON s.TABLE_SCHEMA = "
+                               "c.TABLE_SCHEMA AND s.TABLE_NAME = c.TABLE_NAME AND "
+                               "s.COLUMN_NAME = c.COLUMN_NAME AND s.INDEX_NAME = 'PRIMARY' "
+                               "WHERE c.TABLE_SCHEMA = ");
+    if (r == 0)
+        r = dbddl_literal(&q, d->live);
+    if (r == 0)
+        r = buf_append_str(&q, " AND c.TABLE_NAME = ");
+    if (r == 0)
+        r = dbddl_literal(&q, w->name);
+    if (r == 0)
+        r = buf_append_str(&q, " ORDER BY c.ORDINAL_POSITION");
+    if (r == 0)
+        r = ctldb_query(db, (const char *)buf_data(&q), q.len, &res, err, err_size);
+    while (r == 0 && ctldb_res_next(res, &v, &len) == 1) {
+        if (!v[0] || (v[1] && strcmp(v[1], "NEVER") != 0))
+            continue; /* generated: computed by the server */
+        if (v[2]) {
+            n_key++;
+            snprintf(key, sizeof(key), "%s", v[0]);
+        }
+        r = cols.len ? buf_append(&cols, ",", 1) : 0;
+        if (r == 0)
+            r = dbddl_ident(&cols, v[0]);
+    }
+    ctldb_res_free(res);
+    if (r == 0 && (n_key != 1 || !cols.len)) {
+        snprintf(err, err_size, "table %s: the live table has no one-column key to copy by",
+                 w->name);
+        r = ERR_DB;
+    }
+    buf_reset(&q);
+    if (r == 0)
+        r = buf_append_str(&q, "INSERT INTO ");
+    if (r == 0)
+        r = qname(&q, d->stage, w->name);
+    if (r == 0)
+        r = buf_append_str(&q, " (");
+    if (r == 0)
+        r = buf_append(&q, buf_data(&cols), cols.len);
+    if (r == 0)
+        r = buf_append_str(&q, ") SELECT ");
+    if (r == 0)
+        r = buf_append(&q, buf_data(&cols), cols.len);
+    if (r == 0)
+        r = buf_append_str(&q, " FROM ");
+    if (r == 0)
+        r = qname(&q, d->live, w->name);
+    if (r == 0 && w->n) {
+        r = buf_append_str(&q, " WHERE NOT (");
+        if (r == 0)
+            r = chunk_ranges(&q, key, w);
+        if (r == 0)
+            r = buf_append(&q, ")", 1);
+    }
+    if (r == 0)
+        r = ctldb_exec(db, (const char *)buf_data(&q), q.len, err, err_size);
+    if (r == 0) {
+        w->copied = ctldb_affected(db);
+        w->copy_warnings = ctldb_warnings(db);
+    }
+    if (r == UV_ENOMEM)
+        snprintf(err, err_size, "out of memory");
+    buf_free(&q);
+    buf_free(&cols);
+    ctldb_close(db);
+    w->copy_r = r;
+    return NULL;
+}
+
+/* Waits for w's copier; returns its result (err filled on failure). */
+static int copier_join(want_t *w, char *err, size_t err_size)
+{
+    if (!w->copier_started || w->copier_joined)
+        return 0;
+    pthread_join(w->copier, NULL);
+    w->copier_joined = true;
+    if (w->copy_r < 0)
+        snprintf(err, err_size, "%s", w->copy_err);
+    return w->copy_r;
+}
 
 static int receive_table(dbrecv_t *d, const msgio_t *io, const wire_table_def_t *t,
-                         const wire_table_summary_t *sum, const want_t *w, dbrecv_stats_t *stats,
-                         char *err, size_t err_size)
+                         const wire_table_summary_t *sum, want_t *w, mentry_t *rec,
+                         dbrecv_stats_t *stats, char *err, size_t err_size)
 {
     loader_t l = {.io = io, .table = t->name};
     buf_t q = BUF_INIT;
     uint64_t loaded = 0;
     bool first = true;
+    /* Built (and so checked) even when a copier creates the table like the live one. */
     int r = dbddl_create_table(t, d->stage, &q, err, err_size);
 
-    if (r == 0)
+    if (r == 0 && w && w->copier_started)
+        r = copier_join(w, err, err_size);
+    else if (r == 0)
         r = exec_buf(d, &q, err, err_size);
     buf_reset(&q);
     /* Only some chunks come: the others' rows are the live table's (same definition). */
-    if (r == 0 && w)
+    if (r == 0 && w && !w->copier_started)
         r = copy_unchanged(d, t, w, err, err_size);
     if (r == 0)
         r = buf_append_str(&q, "LOAD DATA LOCAL INFILE 'understudy-rows' INTO TABLE ");
@@ -707,8 +1039,12 @@ static int receive_table(dbrecv_t *d, const msgio_t *io, const wire_table_def_t 
     if (r == 0)
         r = buf_append(&q, ")", 2); /* with the NUL */
     buf_init(&l.pending, 0);
+    unsigned warnings = 0;
+    if (r == 0)
+        r = wire_rowsum_init(&l.sum);
     if (r == 0) {
         r = ctldb_load(d->db, (const char *)buf_data(&q), on_load_read, &l, &loaded, err, err_size);
+        warnings = r == 0 ? ctldb_warnings(d->db) : 0;
         if (l.err[0]) {
             snprintf(err, err_size, "%s", l.err);
             r = r < 0 ? r : ERR_PROTOCOL;
@@ -720,12 +1056,55 @@ static int receive_table(dbrecv_t *d, const msgio_t *io, const wire_table_def_t 
         r = ERR_PROTOCOL;
     }
     if (r == 0)
-        r = verify_table(d, t, sum, &l, loaded, w != NULL, err, err_size);
+        r = verify_table(d, t, sum, &l, loaded, warnings, w, err, err_size);
+    /* A table created like the live one has the live counter: the primary's, as sent. */
+    if (r == 0 && w && w->copier_started && t->auto_increment) {
+        buf_reset(&q);
+        r = buf_append_str(&q, "ALTER TABLE ");
+        if (r == 0)
+            r = qname(&q, d->stage, t->name);
+        if (r == 0)
+            r = buf_printf(&q, " AUTO_INCREMENT = %" PRIu64, t->auto_increment);
+        if (r == 0)
+            r = exec_buf(d, &q, err, err_size);
+        buf_reset(&q);
+    }
+    if (r == 0 && !sum->digest.len) { /* deferred */
+        const wire_bytes_t *td = &l.end->u.table_end.table_digest;
+        if (!td->len || td->len > sizeof(rec->digest)) {
+            snprintf(err, err_size, "table %s: its TableEnd has no table digest", t->name);
+            r = ERR_PROTOCOL;
+        } else {
+            memcpy(rec->digest, td->data, td->len);
+            rec->digest_len = td->len;
+            rec->rows = l.rows;
+        }
+        /* Its chunk digests, one per line as the manifest keeps them (plan_chunks checks them
+         * line by line when they are used). */
+        const wire_table_end_t *te = &l.end->u.table_end;
+        buf_t c = BUF_INIT;
+        for (size_t j = 0; r == 0 && j < te->n_chunk_digests; j++) {
+            const wire_bytes_t *x = &te->chunk_digests[j];
+            if (!x->len || x->len > 400 || memchr(x->data, '\n', x->len) ||
+                memchr(x->data, 0, x->len)) {
+                snprintf(err, err_size, "table %s: a malformed chunk digest", t->name);
+                r = ERR_PROTOCOL;
+                break;
+            }
+            r = buf_append(&c, x->data, x->len);
+            if (r == 0)
+                r = buf_append(&c, "\n", 1);
+        }
+        if (r == 0 && c.len && buf_append(&c, "", 1) == 0)
+            rec->chunks = strdup((const char *)buf_data(&c));
+        buf_free(&c);
+    }
     if (r == 0) {
         stats->rows_received += l.rows;
         fault_point("controller.db.table");
     }
     wire_msg_free(l.end);
+    wire_rowsum_free(&l.sum);
     buf_free(&l.pending);
     buf_free(&q);
     return r;
@@ -733,7 +1112,7 @@ static int receive_table(dbrecv_t *d, const msgio_t *io, const wire_table_def_t 
 
 /* Receives a view or trigger: checked, and kept for the manifest. */
 static int receive_object(const msgio_t *io, const wire_table_def_t *t, const wire_db_begin_t *b,
-                          mentry_t *e, char *err, size_t err_size)
+                          const char *live, mentry_t *e, char *err, size_t err_size)
 {
     const char **names = calloc(b->n_tables + 1, sizeof(*names));
     const char **tables = calloc(b->n_tables + 1, sizeof(*tables));
@@ -745,11 +1124,12 @@ static int receive_object(const msgio_t *io, const wire_table_def_t *t, const wi
     for (size_t i = 0; r == 0 && i < b->n_tables; i++) {
         if (b->tables[i].kind == WIRE_TABLE_BASE)
             tables[nt++] = names[nn++] = b->tables[i].name;
-        else if (b->tables[i].kind == WIRE_TABLE_VIEW)
-            names[nn++] = b->tables[i].name;
+        else if (b->tables[i].kind == WIRE_TABLE_VIEW || b->tables[i].kind == WIRE_TABLE_ROUTINE ||
+                 b->tables[i].kind == WIRE_TABLE_FUNCTION)
+            names[nn++] = b->tables[i].name; /* routines: for CALL */
     }
     if (r == 0)
-        r = dbddl_check_object(t, b->schema, names, nn, tables, nt, &q, err, err_size);
+        r = dbddl_check_object(t, b->schema, live, names, nn, tables, nt, &q, err, err_size);
     if (r == 0 && buf_append(&q, "", 1) < 0)
         r = UV_ENOMEM;
     if (r == 0) {
@@ -757,6 +1137,16 @@ static int receive_object(const msgio_t *io, const wire_table_def_t *t, const wi
         e->sql_mode = strdup(t->sql_mode);
         e->cs = strdup(t->charset);
         e->coll = strdup(t->collation);
+        e->kind = t->kind;
+        /* The manifest's chunks column is free for objects other than tables: an event keeps
+         * the time zone of its schedule there. */
+        if (t->kind == WIRE_TABLE_EVENT && t->time_zone && t->time_zone[0] &&
+            asprintf(&e->chunks, "tz:%s", t->time_zone) < 0)
+            e->chunks = NULL, r = UV_ENOMEM;
+        if (r == 0 && e->chunks && !time_zone_ok(e->chunks + 3)) {
+            snprintf(err, err_size, "refused: event %s: bad time zone", t->name);
+            r = ERR_REFUSED;
+        }
         if (!e->sql || !e->sql_mode || !e->cs || !e->coll)
             r = UV_ENOMEM;
     }
@@ -803,7 +1193,7 @@ static int write_manifest(dbrecv_t *d, uint64_t gen, const wire_db_begin_t *b,
         const wire_table_summary_t *s = &b->tables[i];
         const mentry_t *e = need[i] ? &got[i] : manifest_find(live, s->kind, s->name);
         if (!e || !e->sql)
-            continue; /* routines, events: not kept */
+            continue;
         buf_reset(&q);
         r = buf_append_str(&q, "INSERT INTO ");
         if (r == 0)
@@ -836,7 +1226,12 @@ static int write_manifest(dbrecv_t *d, uint64_t gen, const wire_db_begin_t *b,
             r = dbddl_literal(&q, e->coll);
         if (r == 0)
             r = buf_append_str(&q, ", ");
-        if (r == 0 && need[i]) { /* this sync's chunk digests */
+        /* A table's chunk digests: this sync's when the agent sent any (an unchanged table's
+         * describe the same rows as the live ones), else the live generation's. */
+        if (r == 0 && s->kind == WIRE_TABLE_BASE && need[i] && !s->n_chunk_digests &&
+            e->chunks) { /* a deferred table's, from its rows as sent */
+            r = dbddl_literal(&q, e->chunks);
+        } else if (r == 0 && s->kind == WIRE_TABLE_BASE && (need[i] || s->n_chunk_digests)) {
             buf_t c = BUF_INIT;
             for (size_t j = 0; r == 0 && j < s->n_chunk_digests; j++) {
                 r = buf_append(&c, s->chunk_digests[j].data, s->chunk_digests[j].len);
@@ -905,6 +1300,25 @@ static bool chunk_line(const char *p, size_t len, chunk_ref_t *ret)
     return end > p + 2 && end < p + len && *end == ':' && ret->id <= UINT32_MAX;
 }
 
+/* The chunk width a definition line names: "d:<64 hex>" is DBDDL_CHUNK_WIDTH, "d:<64 hex>/<W>"
+ * W (a power of two, at least DBDDL_CHUNK_WIDTH_MIN). 0: not a definition line we can use. */
+static uint32_t chunk_width(const uint8_t *p, size_t len)
+{
+    if (len < 66 || memcmp(p, "d:", 2) != 0)
+        return 0;
+    if (len == 66)
+        return DBDDL_CHUNK_WIDTH;
+    if (p[66] != '/' || len > 72)
+        return 0;
+    uint32_t w = 0;
+    for (size_t i = 67; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return 0;
+        w = w * 10 + (uint32_t)(p[i] - '0');
+    }
+    return w >= DBDDL_CHUNK_WIDTH_MIN && w <= DBDDL_CHUNK_WIDTH && !(w & (w - 1)) ? w : 0;
+}
+
 /* Which chunks of a changed table to ask for: those whose digests differ between the agent's
  * summary and the live manifest, when both list chunks of the same definition ("d:" line) and
  * at most half of them changed. Returns 0 (w->partial tells), or UV_ENOMEM. */
@@ -923,6 +1337,9 @@ static int plan_chunks(const wire_table_summary_t *s, const mentry_t *e, want_t 
         memcmp(e->chunks, s->chunk_digests[0].data, s->chunk_digests[0].len) != 0 ||
         strncmp(e->chunks, "d:", 2) != 0)
         return 0; /* another definition: the whole table */
+    w->width = chunk_width(s->chunk_digests[0].data, s->chunk_digests[0].len);
+    if (!w->width)
+        return 0;
     a = calloc(s->n_chunk_digests, sizeof(*a));
     b = calloc(strlen(e->chunks) / 4 + 1, sizeof(*b));
     if (!a || !b) {
@@ -962,6 +1379,7 @@ static int plan_chunks(const wire_table_summary_t *s, const mentry_t *e, want_t 
     if (changed == 0 && na)
         w->ids[w->n++] = (uint32_t)a[0].id; /* only the definition's counter moved */
     w->partial = changed * 2 <= (na > nb ? na : nb);
+    w->live = e;
     if (!w->partial) {
         free(w->ids);
         w->ids = NULL;
@@ -978,7 +1396,7 @@ static int chunk_ranges(buf_t *q, const char *key, const want_t *w)
 {
     int r = 0;
     for (size_t i = 0; r == 0 && i < w->n; i++) {
-        uint64_t lo = (uint64_t)w->ids[i] * DBDDL_CHUNK_WIDTH;
+        uint64_t lo = (uint64_t)w->ids[i] * w->width;
         r = buf_append_str(q, i ? " OR (" : "(");
         if (r == 0)
             r = dbddl_ident(q, key);
@@ -987,13 +1405,13 @@ static int chunk_ranges(buf_t *q, const char *key, const want_t *w)
         if (r == 0)
             r = dbddl_ident(q, key);
         if (r == 0)
-            r = buf_printf(q, " < %" PRIu64 ")", lo + DBDDL_CHUNK_WIDTH);
+            r = buf_printf(q, " < %" PRIu64 ")", lo + w->width);
     }
     return r;
 }
 
 /* Copies the rows of the chunks not asked for from the live table into the staged one. */
-static int copy_unchanged(dbrecv_t *d, const wire_table_def_t *t, const want_t *w, char *err,
+static int copy_unchanged(dbrecv_t *d, const wire_table_def_t *t, want_t *w, char *err,
                           size_t err_size)
 {
     const char *key = NULL;
@@ -1040,16 +1458,78 @@ static int copy_unchanged(dbrecv_t *d, const wire_table_def_t *t, const want_t *
     }
     if (r == 0)
         r = exec_buf(d, &q, err, err_size);
+    if (r == 0) {
+        w->copied = ctldb_affected(d->db);
+        w->copy_warnings = ctldb_warnings(d->db);
+    }
     buf_free(&q);
     buf_free(&cols);
     return r;
 }
 
-int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_t generation,
+/* Deferred tables (DbBegin.deferred) whose digest is needed to decide, and changed tables
+ * whose chunk digests were withheld: asks for them with a DbNeed and takes the agent's DbBegin
+ * of their whole summaries (kept in *ret_msg, which the patched entries of sums point into). */
+static int ask_digests(const msgio_t *io, wire_table_summary_t *sums, size_t n, const char **names,
+                       size_t n_names, wire_msg_t **ret_msg, char *err, size_t err_size)
+{
+    wire_msg_t dn = {.type = WIRE_DB_NEED}, *m = NULL;
+    dn.u.db_need.digests = names;
+    dn.u.db_need.n_digests = n_names;
+    dn.u.db_need.more = true;
+    int r = msgio_send(io, &dn);
+    if (r < 0) {
+        snprintf(err, err_size, "sending DbNeed: %s", err_str(r));
+        return r;
+    }
+    r = msgio_recv(io, &m, DBRECV_RECV_TIMEOUT);
+    if (r < 0) {
+        snprintf(err, err_size, "connection lost during the database phase: %s", err_str(r));
+        return r;
+    }
+    *ret_msg = m;
+    if (m->type == WIRE_ERROR) {
+        snprintf(err, err_size, "the agent failed: %s", m->u.error.text);
+        return ERR_DB;
+    }
+    if (m->type != WIRE_DB_BEGIN || m->u.db_begin.n_tables != n_names) {
+        snprintf(err, err_size, "expected a DbBegin with %zu digests, got %s", n_names,
+                 wire_type_name(m->type));
+        return ERR_PROTOCOL;
+    }
+    for (size_t k = 0; k < n_names; k++) {
+        const wire_table_summary_t *t = &m->u.db_begin.tables[k];
+        size_t i = SIZE_MAX;
+        for (size_t j = 0; j < n; j++)
+            if (sums[j].kind == WIRE_TABLE_BASE &&
+                (!sums[j].digest.len || sums[j].chunks_withheld) && !strcmp(sums[j].name, t->name))
+                i = j;
+        if (i == SIZE_MAX || t->kind != WIRE_TABLE_BASE || !t->digest.len || t->digest.len > 64 ||
+            t->chunks_withheld) {
+            snprintf(err, err_size, "refused: a digest of %s, which was not asked for", t->name);
+            return ERR_PROTOCOL;
+        }
+        sums[i] = *t;
+    }
+    return 0;
+}
+
+int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b0, uint64_t generation,
                bool dry_run, dbrecv_stats_t *stats, char *err, size_t err_size)
 {
     manifest_t live = {0};
     uint64_t live_gen = 0;
+    /* The agent's summaries; those of deferred tables are completed as their digests come
+     * (ask_digests, or the TableEnd of a table sent whole). */
+    wire_table_summary_t *sums = calloc(b0->n_tables + 1, sizeof(*sums));
+    wire_db_begin_t bb = *b0;
+    const wire_db_begin_t *b = &bb;
+    wire_msg_t *digests_msg = NULL;
+    const char **ask = calloc(b0->n_tables + 1, sizeof(*ask));
+    size_t n_ask = 0;
+    if (sums)
+        memcpy(sums, b0->tables, b0->n_tables * sizeof(*sums));
+    bb.tables = sums;
     bool *need = calloc(b->n_tables + 1, sizeof(*need));
     bool *got = calloc(b->n_tables + 1, sizeof(*got));
     mentry_t *recv = calloc(b->n_tables + 1, sizeof(*recv));
@@ -1057,7 +1537,7 @@ int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_
     want_t *want = calloc(b->n_tables + 1, sizeof(*want));
     size_t n_need = 0, n_whole = 0, n_partial = 0;
     wire_msg_t *m = NULL;
-    int r = need && got && recv && names && want ? 0 : UV_ENOMEM;
+    int r = need && got && recv && names && want && sums && ask ? 0 : UV_ENOMEM;
 
     memset(stats, 0, sizeof(*stats));
     stats->tables = b->n_tables;
@@ -1071,12 +1551,32 @@ int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_
         r = live_generation(d, &live_gen, err, err_size);
     if (r == 0)
         r = load_manifest(d, d->meta, live_gen, &live, err, err_size);
+    /* Deferred tables: those the live generation has need their digest to compare; the others
+     * come whole anyway (their digest follows their rows). */
     for (size_t i = 0; r == 0 && i < b->n_tables; i++) {
         const wire_table_summary_t *s = &b->tables[i];
         const mentry_t *e = manifest_find(&live, s->kind, s->name);
-        if (s->kind == WIRE_TABLE_ROUTINE || s->kind == WIRE_TABLE_EVENT)
+        if (s->digest.len && s->chunks_withheld && s->kind == WIRE_TABLE_BASE &&
+            (d->resync || !e || e->digest_len != s->digest.len ||
+             memcmp(e->digest, s->digest.data, s->digest.len) != 0)) {
+            ask[n_ask++] = s->name; /* changed: its chunk digests, to plan and to keep */
             continue;
-        need[i] = d->resync || !e || e->digest_len != s->digest.len ||
+        }
+        if (s->digest.len)
+            continue;
+        if (!b->deferred || s->kind != WIRE_TABLE_BASE) {
+            snprintf(err, err_size, "refused: %s comes without a digest", s->name);
+            r = ERR_PROTOCOL;
+        } else if (!d->resync && e) {
+            ask[n_ask++] = s->name;
+        }
+    }
+    if (r == 0 && n_ask)
+        r = ask_digests(io, sums, b->n_tables, ask, n_ask, &digests_msg, err, err_size);
+    for (size_t i = 0; r == 0 && i < b->n_tables; i++) {
+        const wire_table_summary_t *s = &b->tables[i];
+        const mentry_t *e = manifest_find(&live, s->kind, s->name);
+        need[i] = d->resync || !e || !s->digest.len || e->digest_len != s->digest.len ||
                   memcmp(e->digest, s->digest.data, s->digest.len) != 0;
         if (!need[i] || dry_run)
             continue;
@@ -1123,6 +1623,14 @@ int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_
     }
     if (r < 0 && !err[0])
         snprintf(err, err_size, "sending DbNeed: %s", err_str(r));
+    for (size_t i = 0, started = 0; r == 0 && i < b->n_tables && started < DBRECV_COPIERS; i++) {
+        if (!want[i].partial)
+            continue;
+        started++;
+        want[i].d = d;
+        want[i].name = b->tables[i].name;
+        want[i].copier_started = pthread_create(&want[i].copier, NULL, copier_run, &want[i]) == 0;
+    }
     for (size_t k = 0; r == 0 && k < n_need; k++) {
         size_t i = SIZE_MAX;
         r = msgio_recv(io, &m, DBRECV_RECV_TIMEOUT);
@@ -1154,8 +1662,13 @@ int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_
         got[i] = true;
         recv[i].kind = t->kind;
         if (t->kind == WIRE_TABLE_BASE) {
-            r = receive_table(d, io, t, &b->tables[i], want[i].partial ? &want[i] : NULL, stats,
-                              err, err_size);
+            r = receive_table(d, io, t, &b->tables[i], want[i].partial ? &want[i] : NULL, &recv[i],
+                              stats, err, err_size);
+            if (r == 0 && !sums[i].digest.len) { /* deferred: its digest came with its rows */
+                sums[i].digest.data = recv[i].digest;
+                sums[i].digest.len = recv[i].digest_len;
+                sums[i].row_count = recv[i].rows;
+            }
             recv[i].sql = strdup("");
             recv[i].sql_mode = strdup("");
             recv[i].cs = strdup("");
@@ -1163,7 +1676,7 @@ int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_
             if (r == 0 && (!recv[i].sql || !recv[i].sql_mode || !recv[i].cs || !recv[i].coll))
                 r = UV_ENOMEM;
         } else {
-            r = receive_object(io, t, b, &recv[i], err, err_size);
+            r = receive_object(io, t, b, d->live, &recv[i], err, err_size);
         }
         wire_msg_free(m);
         m = NULL;
@@ -1183,11 +1696,18 @@ int dbrecv_run(dbrecv_t *d, const msgio_t *io, const wire_db_begin_t *b, uint64_
         free(recv[i].sql_mode);
         free(recv[i].cs);
         free(recv[i].coll);
+        free(recv[i].chunks);
     }
     free(recv);
-    for (size_t i = 0; want && i < b->n_tables; i++)
+    for (size_t i = 0; want && i < b->n_tables; i++) {
+        char ignored[16];
+        copier_join(&want[i], ignored, sizeof(ignored)); /* before the stage can be dropped */
         free(want[i].ids);
+    }
     free(want);
+    wire_msg_free(digests_msg);
+    free(sums);
+    free(ask);
     free(need);
     free(got);
     free(names);

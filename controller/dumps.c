@@ -151,7 +151,8 @@ static char *one_value(MYSQL *db, const char *sql, size_t len, unsigned col, cha
 }
 
 typedef struct obj {
-    char *name, *type, *extra; /* type: BASE TABLE, VIEW, TRIGGER; extra: trigger sql_mode */
+    char *name, *type, *extra; /* type: BASE TABLE, VIEW, TRIGGER, PROCEDURE, FUNCTION, EVENT;
+                                * extra: the sql_mode of a trigger, routine or event */
 } obj_t;
 
 static int list_objects(MYSQL *db, const char *schema, obj_t **ret, size_t *ret_n, char *err,
@@ -170,6 +171,17 @@ static int list_objects(MYSQL *db, const char *schema, obj_t **ret, size_t *ret_
     if (r == 0)
         r = buf_append_str(&q, " UNION ALL SELECT TRIGGER_NAME, 'TRIGGER', SQL_MODE FROM "
                                "information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ");
+    if (r == 0)
+        r = dbddl_literal(&q, schema);
+    /* Stored procedures, functions and events ([database] routines = yes on the agent). */
+    if (r == 0)
+        r = buf_append_str(&q, " UNION ALL SELECT ROUTINE_NAME, ROUTINE_TYPE, SQL_MODE FROM "
+                               "information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ");
+    if (r == 0)
+        r = dbddl_literal(&q, schema);
+    if (r == 0)
+        r = buf_append_str(&q, " UNION ALL SELECT EVENT_NAME, 'EVENT', SQL_MODE FROM "
+                               "information_schema.EVENTS WHERE EVENT_SCHEMA = ");
     if (r == 0)
         r = dbddl_literal(&q, schema);
     if (r == 0)
@@ -251,7 +263,8 @@ static int dump_rows(MYSQL *db, zout_t *z, const char *name, char *err, size_t e
     return r;
 }
 
-/* Column values of SHOW CREATE ... : 1 for tables and views, 2 for triggers. */
+/* Column values of SHOW CREATE ... : 1 for tables and views, 2 for triggers, procedures and
+ * functions (and an event's time zone), 3 for events. */
 static char *show_create(MYSQL *db, const char *what, const char *name, unsigned col, char *err,
                          size_t err_size)
 {
@@ -263,6 +276,55 @@ static char *show_create(MYSQL *db, const char *what, const char *name, unsigned
     if (s)
         strip_definer(s);
     return s;
+}
+
+/* A procedure, function or event: its statement between DELIMITER ;; lines, under its own
+ * sql_mode (and an event under its time zone, then back to UTC). */
+static int put_compound(MYSQL *db, zout_t *z, const char *type, const char *name,
+                        const char *sql_mode, char *err, size_t err_size)
+{
+    bool event = !strcmp(type, "EVENT");
+    char *ct = show_create(db, type, name, event ? 3 : 2, err, err_size);
+    char *tz = event ? show_create(db, type, name, 2, err, err_size) : NULL;
+    if (!ct || (event && !tz)) {
+        free(ct);
+        free(tz);
+        return ERR_DB;
+    }
+    zout_str(z, "\nSET sql_mode = '");
+    zout_str(z, sql_mode);
+    zout_str(z, "';\n");
+    bool tz_ok = tz && tz[0] && strlen(tz) < 64 &&
+                 strspn(tz, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij"
+                            "klmnopqrstuvwxyz0123456789_/:+-") == strlen(tz);
+    if (tz_ok) {
+        zout_str(z, "SET time_zone = '");
+        zout_str(z, tz);
+        zout_str(z, "';\n");
+    }
+    /* The client character set it was written in, as mariadb-dump does. */
+    char *cs = show_create(db, type, name, event ? 4 : 3, err, err_size);
+    char *coll = show_create(db, type, name, event ? 5 : 4, err, err_size);
+    bool names = cs && coll && dbddl_charset_ok(cs) && dbddl_charset_ok(coll);
+    if (names) {
+        zout_str(z, "SET NAMES ");
+        zout_str(z, cs);
+        zout_str(z, " COLLATE ");
+        zout_str(z, coll);
+        zout_str(z, ";\n");
+    }
+    free(cs);
+    free(coll);
+    zout_str(z, "DELIMITER ;;\n");
+    zout_str(z, ct);
+    zout_str(z, ";;\nDELIMITER ;\nSET sql_mode = 'NO_AUTO_VALUE_ON_ZERO';\n");
+    if (names)
+        zout_str(z, "SET NAMES utf8mb4;\n");
+    if (tz_ok)
+        zout_str(z, "SET time_zone = '+00:00';\n");
+    free(ct);
+    free(tz);
+    return z->error;
 }
 
 static int write_body(MYSQL *db, zout_t *z, const char *schema, uint64_t gen, char *err,
@@ -309,6 +371,13 @@ static int write_body(MYSQL *db, zout_t *z, const char *schema, uint64_t gen, ch
         buf_free(&q);
         free(ct);
         r = dump_rows(db, z, o[i].name, err, err_size);
+    }
+    /* Procedures and functions before the views (a view may call a function). */
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        if ((strcmp(o[i].type, "PROCEDURE") && strcmp(o[i].type, "FUNCTION")) ||
+            !dbddl_sql_mode_ok(o[i].extra))
+            continue;
+        r = put_compound(db, z, o[i].type, o[i].name, o[i].extra, err, err_size);
     }
     bool *done = calloc(n + 1, sizeof(*done));
     size_t pending = 0;
@@ -359,6 +428,9 @@ static int write_body(MYSQL *db, zout_t *z, const char *schema, uint64_t gen, ch
         zout_str(z, ";;\nDELIMITER ;\n");
         free(ct);
     }
+    for (size_t i = 0; r == 0 && i < n; i++)
+        if (!strcmp(o[i].type, "EVENT") && dbddl_sql_mode_ok(o[i].extra))
+            r = put_compound(db, z, "EVENT", o[i].name, o[i].extra, err, err_size);
     for (size_t i = 0; i < n; i++) {
         free(o[i].name);
         free(o[i].type);
@@ -481,6 +553,19 @@ int dumps_prune(const char *dir, unsigned days)
         removed += unlink(path) == 0;
     }
     free(v);
+    /* A dump cut short by a crash stays as its temporary file; none is being written now
+     * (dumps are written and pruned by the same thread). */
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        uint64_t gen;
+        char rest[16];
+        if (sscanf(e->d_name, ".gen%" SCNu64 ".sql.zst%15s", &gen, rest) == 2 &&
+            !strcmp(rest, ".tmp"))
+            (void)unlinkat(dirfd(d), e->d_name, 0);
+    }
+    if (d)
+        closedir(d);
     return removed;
 }
 

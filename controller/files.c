@@ -1,16 +1,32 @@
 /* The controller's files phase: listing, needs, content, and the new generation. See files.h.
  *
- * Staging (data/staging, genpriv.h): received content goes to partial/<hex> (whole transfers,
- * kept when cut off so a resumed sync asks only for the rest) or tmp/ (deltas), and once its
- * SHA-256 matches it is renamed to objects/<hex>. A later sync that needs content found in
- * objects/ does not ask for it again. The listing is spooled to tmp/ in walk order, so memory
- * holds only the needs and a hash table of the live generation's content.
+ * Staging (data/staging, genpriv.h): a whole transfer is written straight to objects/<hex>
+ * (kept when cut off, so a resumed sync asks only for the rest) and a delta to tmp/, renamed to
+ * objects/<hex>; either way its SHA-256 is checked and the listed mode, mtime and owner are set
+ * on the open file before it counts as stored. A later sync that needs content found complete
+ * in objects/ (hashed again first) does not ask for it again. The listing is spooled to tmp/ in
+ * walk order, so memory holds only the needs and a hash table of the live generation's content
+ * (read when the first regular file is listed: a sync that changed nothing never reads it).
  *
  * The new tree is built in staging/gen/root from a merge-join of the live manifest and the
  * listing. A regular file is a hard link to a live file with the same content and the same
  * mode, mtime and owner, or else the received object itself (its metadata set once, before it
  * is linked), or else a fresh copy: a file some generation holds is never changed in place,
  * its metadata neither.
+ *
+ * The prepared tree (staging/next): linking every unchanged file is most of a sync's time on a
+ * big site, so after a generation goes live (and when the controller starts) a background job
+ * makes staging/next/root a link copy of the live tree -- directories (mode 0700 until a sync
+ * gives them their final metadata) and a hard link per regular file, no symlinks -- and writes
+ * staging/next/base (the live generation's number) last. A sync with an incremental listing
+ * whose live generation is still that base renames it to staging/gen and only patches it: what
+ * the listing changed is replaced, what it deleted is removed, and every file it keeps is checked
+ * with one fstatat against the manifest (a link shares its inode with the live file, so a file
+ * changed in place on the backup shows here and takes the careful path of place_file, which
+ * refuses it as before). Everything else -- a full listing, a resync after resolve, a prepared
+ * tree for another generation (rollback, recovery) or without base (the job was cut off, even by
+ * SIGKILL) -- builds from scratch as before. The prepared tree is under data/staging, never
+ * under the docroot, and no file in it is ever written in place.
  */
 #include "files.h"
 
@@ -47,13 +63,15 @@
 
 /* ---- hash table: content hash -> where it is ---- */
 
-enum { H_LIVE = 1, H_OBJECT = 2, H_USED = 4, H_PLACED = 8 };
+enum { H_LIVE = 1, H_OBJECT = 2, H_USED = 4, H_PLACED = 8, H_META = 16 };
 
 typedef struct hslot {
     uint8_t hash[MF_HASH_LEN];
-    uint8_t state; /* 0: empty */
-    size_t path;   /* H_LIVE: offset of a live path in the arena */
-    size_t placed; /* H_PLACED: offset of the new tree's path the object was moved to */
+    uint8_t state;      /* 0: empty */
+    size_t path;        /* H_LIVE: offset of a live path in the arena */
+    size_t placed;      /* H_PLACED: offset of the new tree's path the object was moved to */
+    uint32_t meta_mode; /* H_META: the mode and mtime the object got when it was received */
+    int64_t meta_mtime_ns;
 } hslot_t;
 
 typedef struct htab {
@@ -159,6 +177,8 @@ typedef struct need {
     char *path;
     uint8_t hash[MF_HASH_LEN];
     uint64_t size, resume;
+    uint32_t mode; /* of the listing entry, given to the object once received */
+    int64_t mtime_ns;
     wire_transfer_t transfer;
 } need_t;
 
@@ -167,6 +187,7 @@ struct stage {
     uint64_t gen;
     int staging_fd, root_fd, live_fd; /* live_fd: -1 without a live generation */
     bool store_empty; /* objects/ and partial/ held nothing at the start: skip probing them */
+    bool tab_loaded;  /* tab holds the live generation's content (load_live_tab) */
     bool verify_live; /* resync after resolve: live files are trusted only when unchanged */
     htab_t tab;
     need_t *needs;
@@ -262,36 +283,41 @@ int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size)
         goto fail;
     }
     st->live_fd = r;
-    /* The live generation's content by hash. */
-    const char *mpath = gen_store_live_manifest(g);
-    if (mpath) {
-        mf_reader_t *rd;
-        mf_entry_t e;
-        r = mf_reader_open(mpath, &rd, NULL);
-        if (r < 0) {
-            set_err(err, err_size, r, "cannot read the live manifest %s: %s", mpath, err_str(r));
-            goto fail;
-        }
-        while ((r = mf_reader_next(rd, &e)) == 1) {
-            if (e.kind != MF_REGULAR)
-                continue;
-            hslot_t *s = htab_add(&st->tab, e.hash);
-            if (!s || (!(s->state & H_LIVE) && htab_add_path(&st->tab, s, e.path) < 0)) {
-                r = -ENOMEM;
-                break;
-            }
-        }
-        mf_reader_close(rd);
-        if (r < 0) {
-            set_err(err, err_size, r, "cannot read the live manifest %s: %s", mpath, err_str(r));
-            goto fail;
-        }
-    }
     *ret = st;
     return 0;
 fail:
     stage_abort(st);
     return r;
+}
+
+/* The live generation's content by hash, read on first use: a sync that lists no regular file
+ * (nothing changed) never reads the live manifest. */
+static int load_live_tab(stage_t *st, char *err, size_t err_size)
+{
+    const char *mpath = gen_store_live_manifest(st->g);
+    mf_reader_t *rd;
+    mf_entry_t e;
+    int r;
+
+    if (st->tab_loaded || !mpath)
+        return 0;
+    st->tab_loaded = true;
+    r = mf_reader_open(mpath, &rd, NULL);
+    if (r < 0)
+        return set_err(err, err_size, r, "cannot read the live manifest %s: %s", mpath, err_str(r));
+    while ((r = mf_reader_next(rd, &e)) == 1) {
+        if (e.kind != MF_REGULAR)
+            continue;
+        hslot_t *s = htab_add(&st->tab, e.hash);
+        if (!s || (!(s->state & H_LIVE) && htab_add_path(&st->tab, s, e.path) < 0)) {
+            r = -ENOMEM;
+            break;
+        }
+    }
+    mf_reader_close(rd);
+    if (r < 0)
+        return set_err(err, err_size, r, "cannot read the live manifest %s: %s", mpath, err_str(r));
+    return 0;
 }
 
 void stage_set_verify_live(stage_t *st, bool on)
@@ -376,9 +402,9 @@ static int copy_bytes(const wire_bytes_t *b, char **out)
     return 0;
 }
 
-static int add_need(stage_t *st, const char *path, const uint8_t *hash, uint64_t size,
-                    wire_transfer_t transfer, uint64_t resume)
+static int add_need(stage_t *st, const mf_entry_t *e, wire_transfer_t transfer, uint64_t resume)
 {
+    const char *path = e->path;
     if (st->n_needs == st->cap_needs) {
         size_t cap = st->cap_needs ? 2 * st->cap_needs : 64;
         need_t *n = realloc(st->needs, cap * sizeof(*n));
@@ -391,8 +417,10 @@ static int add_need(stage_t *st, const char *path, const uint8_t *hash, uint64_t
     n->path = strdup(path);
     if (!n->path)
         return -ENOMEM;
-    memcpy(n->hash, hash, MF_HASH_LEN);
-    n->size = size;
+    memcpy(n->hash, e->hash, MF_HASH_LEN);
+    n->size = e->size;
+    n->mode = e->mode;
+    n->mtime_ns = e->mtime_ns;
     n->transfer = transfer;
     n->resume = resume;
     st->n_needs++;
@@ -559,6 +587,8 @@ static int recv_msg(const msgio_t *io, wire_msg_t **m, char *err, size_t err_siz
     return 0;
 }
 
+static int set_meta(stage_t *st, int fd, const mf_entry_t *e);
+
 /* Receives the content of need n (FileData chunks, or FileDelta chunks for a delta need) into
  * objects/<hex>. */
 static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
@@ -595,14 +625,14 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
             goto out;
         }
         if (data && !whole_started) {
-            /* First FileData chunk: a whole transfer into partial/<hex>, resumed when the
-             * agent starts at our resume offset. */
+            /* First FileData chunk: a whole transfer straight into objects/<hex> (no rename
+             * once it is complete), resumed when the agent starts at our resume offset. */
             if (job) {
                 r = set_err(err, err_size, ERR_PROTOCOL, "FileData after FileDelta");
                 goto out;
             }
             whole_started = true;
-            hash_hex_name(name, sizeof(name), GEN_PARTIAL, n->hash);
+            hash_hex_name(name, sizeof(name), GEN_OBJECTS, n->hash);
             uint64_t off = m->u.file_data.offset;
             if (off != 0 && off != n->resume) {
                 r = refuse(st, err, err_size, n->path, plen, "content sent from a wrong offset");
@@ -712,9 +742,13 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
         goto out;
     }
     fault_point("controller.file.received");
+    /* The listed metadata now, on the open file: the build then only moves it into the tree
+     * (place_file), which saves an open and a close per file of a first sync. */
+    mf_entry_t me = {.path = n->path, .mode = n->mode, .mtime_ns = n->mtime_ns};
+    bool meta = set_meta(st, k.fd, &me) == 0;
     /* No fsync per file: syncfs before the switch makes the generation durable, and an object
      * a crash may have left half-written is hashed again before a later sync reuses it. */
-    if (renameat(st->staging_fd, name, st->staging_fd, final) < 0) {
+    if (strcmp(name, final) != 0 && renameat(st->staging_fd, name, st->staging_fd, final) < 0) {
         r = set_err(err, err_size, -errno, "cannot store %s: %s", final, strerror(errno));
         goto out;
     }
@@ -724,6 +758,11 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
         goto out;
     }
     s->state |= H_OBJECT;
+    if (meta) {
+        s->state |= H_META;
+        s->meta_mode = n->mode & 07777;
+        s->meta_mtime_ns = n->mtime_ns;
+    }
     fault_point("controller.file.stored");
     r = 0;
     goto out;
@@ -873,6 +912,11 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
             m = NULL;
             continue;
         }
+        if (!st->tab_loaded) {
+            r = load_live_tab(st, err, err_size);
+            if (r < 0)
+                goto out;
+        }
         /* Merge-join with the live manifest: the same path's live entry, if any. */
         while (lr == 1 && mf_path_cmp(le.path, path) < 0)
             if ((lr = mf_reader_next(live, &le)) < 0)
@@ -895,22 +939,23 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
                 r = set_err(err, err_size, -ENOMEM, "out of memory");
                 goto out;
             }
-            if (!st->store_empty && fstatat(st->staging_fd, obj, &ost, AT_SYMLINK_NOFOLLOW) == 0 &&
-                S_ISREG(ost.st_mode) && (uint64_t)ost.st_size == e.size &&
+            /* What an earlier, interrupted sync left of this content: all of it (reused once
+             * its hash is checked again) or the start of a whole transfer (resumed). */
+            bool stored = !st->store_empty &&
+                          fstatat(st->staging_fd, obj, &ost, AT_SYMLINK_NOFOLLOW) == 0 &&
+                          S_ISREG(ost.st_mode);
+            if (stored && (uint64_t)ost.st_size == e.size &&
                 object_intact(st->staging_fd, obj, e.hash)) {
-                s->state |= H_OBJECT; /* received by an earlier, interrupted sync */
+                s->state |= H_OBJECT;
                 stats->reused_by_hash++;
             } else {
                 uint64_t resume = 0;
                 wire_transfer_t tr = WIRE_TRANSFER_WHOLE;
-                hash_hex_name(obj, sizeof(obj), GEN_PARTIAL, e.hash);
                 if (same_path && le.size > DELTA_MIN_SIZE && e.size > DELTA_MIN_SIZE)
                     tr = WIRE_TRANSFER_DELTA;
-                else if (!st->store_empty &&
-                         fstatat(st->staging_fd, obj, &ost, AT_SYMLINK_NOFOLLOW) == 0 &&
-                         S_ISREG(ost.st_mode) && (uint64_t)ost.st_size < e.size)
+                else if (stored && (uint64_t)ost.st_size < e.size)
                     resume = (uint64_t)ost.st_size;
-                r = add_need(st, path, e.hash, e.size, tr, resume);
+                r = add_need(st, &e, tr, resume);
                 if (r < 0) {
                     set_err(err, err_size, r, "out of memory");
                     goto out;
@@ -923,6 +968,9 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
     }
     wire_msg_free(m);
     m = NULL;
+    /* Spools: a crash loses the sync anyway. */
+    mf_writer_skip_fsync(lw);
+    mf_writer_skip_fsync(dw);
     r = mf_writer_commit(lw, (uint8_t[MF_HASH_LEN]){0}, NULL);
     lw = NULL;
     if (r == 0) {
@@ -1017,6 +1065,7 @@ typedef struct dirmeta {
 
 typedef struct builder {
     stage_t *st;
+    bool patch; /* the tree is the prepared one: entries may exist already */
     mf_writer_t *w;
     uint64_t count, total;
     dirmeta_t *dirs;
@@ -1026,7 +1075,34 @@ typedef struct builder {
     char *live_parent; /* the same in the live tree, for linking unchanged files by name */
     int live_parent_fd;
     unsigned copy_seq;
+    /* Patching: what to fsync before the switch instead of a syncfs (files written, directories
+     * changed), paths in the new tree; see finish_dirs. */
+    char **sync_paths;
+    size_t n_sync, cap_sync;
 } builder_t;
+
+/* Notes path (and with parent, its directory) for the fsync pass of a patched tree. */
+static int note_sync(builder_t *b, const char *path, bool parent)
+{
+    const char *slash = strrchr(path, '/');
+    size_t n = parent ? (slash ? (size_t)(slash - path) : 0) : strlen(path);
+    /* Siblings come together in walk order: skip a repeat of the last one. */
+    if (b->n_sync && strlen(b->sync_paths[b->n_sync - 1]) == n &&
+        !strncmp(b->sync_paths[b->n_sync - 1], path, n))
+        return 0;
+    if (b->n_sync == b->cap_sync) {
+        size_t cap = b->cap_sync ? 2 * b->cap_sync : 64;
+        char **v = realloc(b->sync_paths, cap * sizeof(*v));
+        if (!v)
+            return -ENOMEM;
+        b->sync_paths = v;
+        b->cap_sync = cap;
+    }
+    if (!(b->sync_paths[b->n_sync] = strndup(path, n)))
+        return -ENOMEM;
+    b->n_sync++;
+    return 0;
+}
 
 static struct timespec ts_of(int64_t ns)
 {
@@ -1179,18 +1255,26 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
         else
             close(fd);
     }
-    /* 2. The received object, given its metadata once. */
+    /* 2. The received object, given its metadata once: when it was received (receive_one,
+     * for the listing entry that asked for it, which is normally this one) or now. */
     hash_hex_name(obj, sizeof(obj), GEN_OBJECTS, e->hash);
     if (s && (s->state & H_OBJECT) && !(s->state & H_USED)) {
-        int fd = openat(st->staging_fd, obj, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd >= 0) {
-            r = set_meta(st, fd, e);
-            close(fd);
+        bool preset = (s->state & H_META) && s->meta_mode == (e->mode & 07777) &&
+                      s->meta_mtime_ns == e->mtime_ns;
+        int fd = -1;
+        if (!preset)
+            fd = openat(st->staging_fd, obj, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (preset || fd >= 0) {
+            r = preset ? 0 : set_meta(st, fd, e);
+            if (fd >= 0)
+                close(fd);
             /* Moved, not linked: a link would leave a store entry to remove after the switch,
              * one more system call per file. A later entry with the same content copies it from
              * where it was placed. (If this sync then fails, the object is sent again.) */
             if (r == 0)
                 r = renameat(st->staging_fd, obj, dirfd, name) < 0 ? -errno : 0;
+            if (r == 0 && b->patch)
+                r = note_sync(b, e->path, false);
             if (r == 0 && arena_add(&st->tab, e->path, &s->placed) == 0)
                 s->state |= H_PLACED;
             if (src >= 0)
@@ -1242,6 +1326,8 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
     }
     if (r == 0)
         r = set_meta(st, out, e);
+    if (r == 0 && b->patch)
+        r = note_sync(b, e->path, false);
     close(src);
     close(out);
     if (r == 0 && renameat(st->staging_fd, tmp, dirfd, name) < 0)
@@ -1249,6 +1335,42 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
     if (r < 0)
         unlinkat(st->staging_fd, tmp, 0);
     return r;
+}
+
+/* In a prepared tree, what is at dirfd/name before e is created there: returns 1 when it is e
+ * already (an unchanged file whose link still has e's metadata), 2 for a directory that is there
+ * already (it stays; finish_dirs gives it e's metadata), 0 when emit must create e (anything
+ * else there is removed first), or a negative errno. */
+static int patch_entry(builder_t *b, const mf_entry_t *e, bool live_same_path, int dirfd,
+                       const char *name)
+{
+    struct stat s;
+    if (fstatat(dirfd, name, &s, AT_SYMLINK_NOFOLLOW) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (e->kind == MF_DIRECTORY && S_ISDIR(s.st_mode))
+        return 2;
+    if (e->kind == MF_REGULAR && live_same_path && same_stat(b->st, &s, e))
+        return 1;
+    if (S_ISDIR(s.st_mode))
+        return safefs_rm_tree(dirfd, name);
+    return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? -errno : 0;
+}
+
+/* A live entry the sync drops: gone from the prepared tree too (a directory with its subtree;
+ * entries below a dropped directory went with it). */
+static int patch_drop(builder_t *b, const mf_entry_t *e, char *err, size_t err_size)
+{
+    const char *name;
+    int dirfd = parent_of(b, e->path, &name);
+    int r = dirfd == -ENOENT ? 0 : dirfd < 0 ? dirfd : safefs_rm_tree(dirfd, name);
+    if (r == 0 && dirfd >= 0)
+        r = note_sync(b, e->path, true);
+    if (r < 0) {
+        char q[512];
+        return set_err(err, err_size, r, "cannot remove '%s' from the new generation: %s",
+                       safefs_quote(e->path, strlen(e->path), q, sizeof(q)), strerror(-r));
+    }
+    return 0;
 }
 
 /* Adds e to the new manifest and creates it in the new tree. */
@@ -1274,9 +1396,21 @@ static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, char *er
         return refuse(st, err, err_size, e->path, plen,
                       dirfd == -ENOENT ? "its directory is not in the tree"
                                        : "its directory is not a directory of the tree");
+    if (b->patch) {
+        r = patch_entry(b, e, live_same_path, dirfd, name);
+        if (r == 1)
+            return 0; /* the prepared link is the file */
+        if (r == 0)   /* the directory's entries change: fsynced before the switch */
+            r = note_sync(b, e->path, true);
+        if (r < 0) {
+            char q[512];
+            return set_err(err, err_size, r, "cannot replace '%s' in the new generation: %s",
+                           safefs_quote(e->path, plen, q, sizeof(q)), strerror(-r));
+        }
+    }
     switch (e->kind) {
     case MF_DIRECTORY:
-        if (mkdirat(dirfd, name, 0700) < 0)
+        if (mkdirat(dirfd, name, 0700) < 0 && !(b->patch && errno == EEXIST))
             break;
         if (b->n_dirs == b->cap_dirs) {
             size_t cap = b->cap_dirs ? 2 * b->cap_dirs : 64;
@@ -1361,12 +1495,13 @@ static int build(builder_t *b, char *err, size_t err_size)
         int c = ur != 1 ? -1 : lr != 1 ? 1 : mf_path_cmp(l.path, u.path);
         if (c < 0) {
             /* Only in the live tree: kept unless deleted. */
-            bool drop = st->full || (skip && under(l.path, skip));
+            bool below = skip && under(l.path, skip);
+            bool drop = st->full || below;
             while (!drop && dr == 1 && mf_path_cmp(d.path, l.path) < 0)
                 dr = mf_reader_next(D, &d);
             if (!drop && dr == 1 && !strcmp(d.path, l.path))
                 drop = true;
-            if (drop && l.kind == MF_DIRECTORY && !(skip && under(l.path, skip))) {
+            if (drop && l.kind == MF_DIRECTORY && !below) {
                 free(skip);
                 skip = strdup(l.path);
                 if (!skip)
@@ -1374,6 +1509,8 @@ static int build(builder_t *b, char *err, size_t err_size)
             }
             if (!drop && r == 0)
                 r = emit(b, &l, true, err, err_size);
+            else if (r == 0 && b->patch && !below) /* below: went with its directory */
+                r = patch_drop(b, &l, err, err_size);
             lr = mf_reader_next(L, &l);
         } else if (c > 0) {
             if (skip && under(u.path, skip))
@@ -1409,28 +1546,272 @@ static int build(builder_t *b, char *err, size_t err_size)
     return r;
 }
 
-/* Directory modes, owners and mtimes, deepest first, once nothing more is created in them. */
+/* Whether fd (a directory of a patched tree) already has e's metadata. */
+static bool dir_meta_same(const stage_t *st, int fd, const mf_entry_t *e)
+{
+    struct stat s;
+    return fstat(fd, &s) == 0 && (s.st_mode & 07777) == (e->mode & 07777) &&
+           (int64_t)s.st_mtim.tv_sec * 1000000000 + s.st_mtim.tv_nsec == e->mtime_ns &&
+           (!st->chown || (s.st_uid == st->uid && s.st_gid == st->gid));
+}
+
+/* Directory modes, owners and mtimes, deepest first, once nothing more is created in them. A
+ * patched tree then gets its fsync pass: every file the patch wrote and every directory it
+ * changed, the root last (the prepared tree itself was made durable when it was prepared). Only
+ * after all metadata is set, so that the first fsync commits it all and the rest find little
+ * to do. */
 static int finish_dirs(builder_t *b, char *err, size_t err_size)
 {
     stage_t *st = b->st;
+    char q[512];
+    int r;
     for (size_t i = b->n_dirs; i-- > 0;) {
         dirmeta_t *d = &b->dirs[i];
         mf_entry_t e = {.path = d->path, .mode = d->mode, .mtime_ns = d->mtime_ns};
         int fd = safefs_open(st->root_fd, d->path, O_RDONLY | O_DIRECTORY, 0);
-        int r = fd < 0 ? fd : set_meta(st, fd, &e);
+        r = fd;
+        if (fd >= 0 && !(b->patch && dir_meta_same(st, fd, &e))) {
+            r = set_meta(st, fd, &e);
+            if (r == 0 && b->patch)
+                r = note_sync(b, d->path, false);
+        }
         if (fd >= 0)
             close(fd);
-        if (r < 0) {
-            char q[512];
+        if (r < 0)
             return set_err(err, err_size, r, "cannot set the metadata of '%s': %s",
                            safefs_quote(d->path, strlen(d->path), q, sizeof(q)), strerror(-r));
-        }
     }
     if (st->chown && fchown(st->root_fd, st->uid, st->gid) < 0 && errno == EPERM)
         gen_store_chown_denied(st->g);
-    return fchmod(st->root_fd, 0755) < 0
-               ? set_err(err, err_size, -errno, "chmod root: %s", strerror(errno))
-               : 0;
+    if (fchmod(st->root_fd, 0755) < 0)
+        return set_err(err, err_size, -errno, "cannot set the metadata of the new root: %s",
+                       strerror(errno));
+    for (size_t i = 0; b->patch && i < b->n_sync; i++) {
+        const char *p = b->sync_paths[i];
+        int fd = p[0] ? safefs_open(st->root_fd, p, O_RDONLY, 0) : -1;
+        r = p[0] ? fd : 0;
+        if (fd >= 0 && fsync(fd) < 0)
+            r = -errno;
+        if (fd >= 0)
+            close(fd);
+        if (r < 0)
+            return set_err(err, err_size, r, "cannot fsync '%s' of the new generation: %s",
+                           safefs_quote(p, strlen(p), q, sizeof(q)), strerror(-r));
+    }
+    if (b->patch && fsync(st->root_fd) < 0)
+        return set_err(err, err_size, -errno, "cannot fsync the new generation's root: %s",
+                       strerror(errno));
+    return 0;
+}
+
+/* ---- the prepared tree ---- */
+
+#define NEXT_ROOT GEN_NEXT_DIR "/root"
+#define NEXT_BASE GEN_NEXT_DIR "/base"
+
+typedef struct prep_job {
+    gen_store_t *g;
+    uint64_t base;
+    char *manifest; /* the base generation's manifest */
+    int staging_fd; /* the store's */
+    int live_fd;    /* the base generation's root, owned */
+    bool chown;     /* [site] owner as the store had it when the job began */
+    uid_t uid;
+    gid_t gid;
+} prep_job_t;
+
+/* Gives the prepared directories the live generation's metadata, deepest first, so that a sync
+ * sets (and fsyncs) only the directories it changes. Run as root, the mode is the listed one;
+ * otherwise the owner keeps rwx so the patch can still write, and finish_dirs corrects those.
+ * Errors are left for finish_dirs too. */
+static void prep_dirs(const prep_job_t *j, int root_fd, const dirmeta_t *dirs, size_t n)
+{
+    bool root = geteuid() == 0;
+    for (size_t i = n; i-- > 0;) {
+        int fd = safefs_open(root_fd, dirs[i].path, O_RDONLY | O_DIRECTORY, 0);
+        if (fd < 0)
+            continue;
+        struct timespec ts[2] = {ts_of(dirs[i].mtime_ns), ts_of(dirs[i].mtime_ns)};
+        if (j->chown)
+            (void)fchown(fd, j->uid, j->gid);
+        (void)fchmod(fd, (dirs[i].mode & 07777) | (root ? 0 : 0700));
+        (void)futimens(fd, ts);
+        close(fd);
+    }
+}
+
+static void prep_job_free(prep_job_t *j)
+{
+    if (!j)
+        return;
+    if (j->live_fd >= 0)
+        close(j->live_fd);
+    free(j->manifest);
+    free(j);
+}
+
+/* Whether staging/next is a complete link copy of generation base. */
+static bool next_ready(int staging_fd, uint64_t base)
+{
+    char want[32], have[32];
+    snprintf(want, sizeof(want), "%" PRIu64 "\n", base);
+    return base && safefs_read_small(staging_fd, NEXT_BASE, have, sizeof(have)) > 0 &&
+           !strcmp(have, want);
+}
+
+/* The background job: staging/next as a link copy of the base generation, driven by its
+ * manifest (not by what is on disk, so nothing the backup added to the live tree comes along).
+ * Errors only leave entries out: the sync that uses the tree creates what is missing. Only the
+ * last step, base, makes the tree usable; cut off before it, the tree is discarded. */
+static void prep_main(void *arg)
+{
+    prep_job_t *j = arg;
+    stage_t ps = {.g = j->g, .staging_fd = j->staging_fd, .root_fd = -1, .live_fd = j->live_fd};
+    builder_t b = {.st = &ps, .parent_fd = -1, .live_parent_fd = -1};
+    mf_reader_t *rd = NULL;
+    mf_entry_t e;
+    uint64_t linked = 0;
+    int r = -1;
+
+    safefs_rm_tree(j->staging_fd, GEN_NEXT_DIR);
+    if (mkdirat(j->staging_fd, GEN_NEXT_DIR, 0700) < 0 ||
+        mkdirat(j->staging_fd, NEXT_ROOT, 0700) < 0 ||
+        (ps.root_fd = openat(j->staging_fd, NEXT_ROOT,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0) {
+        r = -errno;
+        goto report;
+    }
+    r = mf_reader_open(j->manifest, &rd, NULL);
+    while (r == 0 && (r = mf_reader_next(rd, &e)) == 1) {
+        const char *name, *lname;
+        if (gen_store_bg_cancelled(j->g)) {
+            r = -ECANCELED;
+            break;
+        }
+        r = 0;
+        if (e.kind == MF_SYMLINK) /* cheap to make at sync time, and rare */
+            continue;
+        int dirfd = parent_of(&b, e.path, &name);
+        if (dirfd < 0)
+            continue;
+        if (e.kind == MF_DIRECTORY) {
+            if (mkdirat(dirfd, name, 0700) < 0)
+                continue;
+            if (b.n_dirs == b.cap_dirs) {
+                size_t cap = b.cap_dirs ? 2 * b.cap_dirs : 64;
+                dirmeta_t *d = realloc(b.dirs, cap * sizeof(*d));
+                if (!d) {
+                    r = -ENOMEM;
+                    break;
+                }
+                b.dirs = d;
+                b.cap_dirs = cap;
+            }
+            dirmeta_t *d = &b.dirs[b.n_dirs];
+            if (!(d->path = strdup(e.path))) {
+                r = -ENOMEM;
+                break;
+            }
+            d->mode = e.mode;
+            d->mtime_ns = e.mtime_ns;
+            b.n_dirs++;
+            continue;
+        }
+        int ldir = live_parent_of(&b, e.path, &lname);
+        if (ldir >= 0 && linkat(ldir, lname, dirfd, name, 0) == 0)
+            linked++;
+    }
+    /* Durable before it counts as prepared, so that a sync patching it needs to fsync only
+     * what it changes. An fsync per directory rather than a syncfs: the tree is only directory
+     * entries and metadata, and a syncfs would also wait for every other program's writes. */
+    if (r == 0)
+        prep_dirs(j, ps.root_fd, b.dirs, b.n_dirs);
+    for (size_t i = 0; r == 0 && i <= b.n_dirs; i++) {
+        int fd = i < b.n_dirs ? safefs_open(ps.root_fd, b.dirs[i].path, O_RDONLY | O_DIRECTORY, 0)
+                              : dup(ps.root_fd);
+        r = fd < 0 ? (i < b.n_dirs ? fd : -errno) : fsync(fd) < 0 ? -errno : 0;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (r == 0) {
+        char text[32];
+        int n = snprintf(text, sizeof(text), "%" PRIu64 "\n", j->base);
+        int nfd =
+            openat(j->staging_fd, GEN_NEXT_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        r = nfd < 0 ? -errno : safefs_write_atomic(nfd, "base", text, (size_t)n, 0600);
+        if (nfd >= 0)
+            close(nfd);
+    }
+report:
+    if (r == 0)
+        log_debug("prepared the tree of the next generation (%" PRIu64 " files linked from "
+                  "generation %" PRIu64 ")",
+                  linked, j->base);
+    else if (r != -ECANCELED)
+        log_warn("cannot prepare the tree of the next generation under %s/staging/" GEN_NEXT_DIR
+                 " (%s): the next sync builds it whole, and the one after it prepares again",
+                 gen_store_opts(j->g)->data, err_str(r));
+    mf_reader_close(rd);
+    if (b.parent_fd >= 0)
+        close(b.parent_fd);
+    free(b.parent);
+    if (b.live_parent_fd >= 0)
+        close(b.live_parent_fd);
+    free(b.live_parent);
+    if (ps.root_fd >= 0)
+        close(ps.root_fd);
+    for (size_t i = 0; i < b.n_dirs; i++)
+        free(b.dirs[i].path);
+    free(b.dirs);
+    prep_job_free(j);
+}
+
+void stage_prepare_next(gen_store_t *g)
+{
+    uint64_t live = gen_store_live(g);
+    const char *manifest = gen_store_live_manifest(g);
+    int staging_fd = gen_store_staging_fd(g);
+
+    if (!live || !manifest || next_ready(staging_fd, live))
+        return;
+    prep_job_t *j = calloc(1, sizeof(*j));
+    if (!j)
+        return;
+    j->g = g;
+    j->base = live;
+    j->staging_fd = staging_fd;
+    j->chown = gen_store_owner(g, &j->uid, &j->gid);
+    j->manifest = strdup(manifest);
+    j->live_fd = gen_store_open_live_root(g);
+    if (!j->manifest || j->live_fd < 0 || !gen_store_bg_start(g, prep_main, j))
+        prep_job_free(j);
+}
+
+/* Swaps the stage's empty tree for the prepared one when that is a copy of the live generation
+ * and the sync's changes are relative to it; *ret_patch tells which tree the builder has. Returns
+ * 0 or a negative code with err. */
+static int use_prepared(stage_t *st, bool *ret_patch, char *err, size_t err_size)
+{
+    *ret_patch = false;
+    if (st->full || st->verify_live || !next_ready(st->staging_fd, gen_store_live(st->g)))
+        return 0;
+    /* base goes first: a tree on its way to staging/gen is never taken for a prepared one. */
+    if (unlinkat(st->staging_fd, NEXT_BASE, 0) < 0)
+        return 0;
+    close(st->root_fd);
+    st->root_fd = -1;
+    safefs_rm_tree(st->staging_fd, GEN_STAGE_DIR);
+    bool moved = renameat(st->staging_fd, GEN_NEXT_DIR, st->staging_fd, GEN_STAGE_DIR) == 0;
+    if (!moved && (mkdirat(st->staging_fd, GEN_STAGE_DIR, 0755) < 0 ||
+                   mkdirat(st->staging_fd, GEN_STAGE_DIR "/root", 0755) < 0))
+        return set_err(err, err_size, -errno, "cannot create the staging area: %s",
+                       strerror(errno));
+    st->root_fd = openat(st->staging_fd, GEN_STAGE_DIR "/root",
+                         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (st->root_fd < 0)
+        return set_err(err, err_size, -errno, "cannot open the staged root: %s", strerror(errno));
+    *ret_patch = moved;
+    return 0;
 }
 
 int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64_t *ret_generation,
@@ -1452,6 +1833,14 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
         r = 1;
         goto out;
     }
+    /* A sync that comes while the tree is being prepared waits for it: the rest of the job
+     * would cost it as much as building whole. */
+    gen_store_bg_wait(st->g);
+    r = use_prepared(st, &b.patch, err, err_size);
+    if (r == 0)
+        r = load_live_tab(st, err, err_size);
+    if (r < 0)
+        goto out;
     snprintf(path, sizeof(path), "%s/staging/" GEN_STAGE_DIR "/manifest", o->data);
     r = mf_writer_open(path, &b.w);
     if (r < 0) {
@@ -1461,6 +1850,10 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     r = build(&b, err, err_size);
     if (r < 0)
         goto out;
+    /* A tree built whole is made durable by gen_store_install's syncfs, the manifest with it; a
+     * patched tree by an fsync of everything the patch wrote (place_file, finish_dirs). */
+    if (!b.patch)
+        mf_writer_skip_fsync(b.w);
     r = mf_writer_commit(b.w, digest, NULL);
     b.w = NULL;
     if (r < 0) {
@@ -1488,7 +1881,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
         goto out;
     close(st->root_fd);
     st->root_fd = -1;
-    r = gen_store_install(st->g, st->gen, digest, err, err_size);
+    r = gen_store_install(st->g, st->gen, digest, b.patch, err, err_size);
     if (r < 0)
         goto out;
     *ret_generation = st->gen;
@@ -1497,6 +1890,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     safefs_rm_tree(st->staging_fd, GEN_PARTIAL);
     (void)mkdirat(st->staging_fd, GEN_OBJECTS, 0700);
     (void)mkdirat(st->staging_fd, GEN_PARTIAL, 0700);
+    stage_prepare_next(st->g);
 out:
     mf_writer_abort(b.w);
     if (b.parent_fd >= 0)
@@ -1508,6 +1902,9 @@ out:
     for (size_t i = 0; i < b.n_dirs; i++)
         free(b.dirs[i].path);
     free(b.dirs);
+    for (size_t i = 0; i < b.n_sync; i++)
+        free(b.sync_paths[i]);
+    free(b.sync_paths);
     stage_abort(st);
     return r;
 }

@@ -35,6 +35,12 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
  * manifest entry (it may have been changed on the backup): ask the agent for it instead. */
 void stage_set_verify_live(stage_t *st, bool on);
 
+/* Prepares the next generation's tree in the background (a link copy of the live one, under
+ * [site] data/staging), unless it is ready or being prepared: a later sync then only patches it
+ * (see controller/files.c). Called when the controller starts and after each sync; a sync that
+ * comes meanwhile waits for it. Nothing to report: a sync without it builds the tree whole. */
+void stage_prepare_next(gen_store_t *g);
+
 /* Discards the stage (content received by hash is kept for a resumed sync). Accepts NULL. */
 void stage_abort(stage_t *st);
 

@@ -16,7 +16,9 @@
 #include <grp.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <pwd.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,12 @@ struct gen_store {
     uid_t uid;
     gid_t gid;
     bool chown;
+    /* The background job (genpriv.h): bg_started until joined. */
+    pthread_t bg;
+    bool bg_started;
+    atomic_bool bg_done, bg_cancel;
+    void (*bg_fn)(void *arg);
+    void *bg_arg;
 };
 
 int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
@@ -331,6 +339,8 @@ static int journal_done(gen_store_t *g)
     return fsync(g->data_fd) < 0 ? -errno : 0;
 }
 
+/* Finishes or undoes a switch the journal shows was interrupted. 1 when it finished one, 0 when
+ * there was nothing to do or it undid one, or a negative errno with err set. */
 static int recover(gen_store_t *g, char *err, size_t err_size)
 {
     char text[128], kind[16];
@@ -382,8 +392,10 @@ static int recover(gen_store_t *g, char *err, size_t err_size)
     r = journal_done(g);
     if (r < 0)
         return set_err(err, err_size, r, "cannot remove %s/" JOURNAL ": %s", g->data, strerror(-r));
-    return 0;
+    return live && present && !strcmp(kind, "switch");
 }
+
+static void prune(gen_store_t *g);
 
 static int resolve_owner(gen_store_t *g)
 {
@@ -488,13 +500,18 @@ int gen_store_open(const gen_opts_t *opts, const gen_hooks_t *hooks, gen_store_t
     if (r < 0)
         goto fail;
     r = recover(g, err, err_size);
+    if (r >= 0) {
+        r = read_docroot(g, &g->live, err, err_size);
+        if (r == 0)
+            load_live(g);
+        /* The retention pass (old generations, the dump of the live one) a crash may have
+         * cut short, or that a switch finished by recover() never got to. Idempotent. */
+        if (r == 0)
+            prune(g);
+    }
     gen_store_unlock(g);
     if (r < 0)
         goto fail;
-    r = read_docroot(g, &g->live, err, err_size);
-    if (r < 0)
-        goto fail;
-    load_live(g);
     *ret = g;
     return 0;
 fail:
@@ -502,10 +519,50 @@ fail:
     return r;
 }
 
+static void *bg_main(void *arg)
+{
+    gen_store_t *g = arg;
+    g->bg_fn(g->bg_arg);
+    atomic_store(&g->bg_done, true);
+    return NULL;
+}
+
+bool gen_store_bg_start(gen_store_t *g, void (*fn)(void *arg), void *arg)
+{
+    if (g->bg_started) {
+        if (!atomic_load(&g->bg_done))
+            return false;
+        gen_store_bg_wait(g);
+    }
+    atomic_store(&g->bg_done, false);
+    atomic_store(&g->bg_cancel, false);
+    g->bg_fn = fn;
+    g->bg_arg = arg;
+    if (pthread_create(&g->bg, NULL, bg_main, g) != 0)
+        return false;
+    g->bg_started = true;
+    return true;
+}
+
+void gen_store_bg_wait(gen_store_t *g)
+{
+    if (!g->bg_started)
+        return;
+    pthread_join(g->bg, NULL);
+    g->bg_started = false;
+}
+
+bool gen_store_bg_cancelled(gen_store_t *g)
+{
+    return atomic_load(&g->bg_cancel);
+}
+
 void gen_store_close(gen_store_t *g)
 {
     if (!g)
         return;
+    atomic_store(&g->bg_cancel, true);
+    gen_store_bg_wait(g);
     if (g->data_fd >= 0)
         close(g->data_fd);
     if (g->gens_fd >= 0)
@@ -608,7 +665,7 @@ undo:
 }
 
 int gen_store_install(gen_store_t *g, uint64_t generation, const uint8_t digest[MF_HASH_LEN],
-                      char *err, size_t err_size)
+                      bool durable, char *err, size_t err_size)
 {
     char hex[2 * MF_HASH_LEN + 1], meta[256];
     int r;
@@ -626,7 +683,8 @@ int gen_store_install(gen_store_t *g, uint64_t generation, const uint8_t digest[
         close(stage);
         return set_err(err, err_size, r, "cannot write the generation's meta: %s", strerror(-r));
     }
-    r = syncfs(stage) < 0 ? set_err(err, err_size, -errno, "syncfs: %s", strerror(errno)) : 0;
+    if (!durable)
+        r = syncfs(stage) < 0 ? set_err(err, err_size, -errno, "syncfs: %s", strerror(errno)) : 0;
     close(stage);
     if (r < 0)
         return r;
@@ -643,6 +701,7 @@ int gen_rollback(gen_store_t *g, uint64_t generation, char *err, size_t err_size
     char name[64];
     struct stat st;
 
+    gen_store_bg_wait(g);
     if (generation == g->live)
         return set_err(err, err_size, ERR_USAGE, "generation %" PRIu64 " is already live",
                        generation);

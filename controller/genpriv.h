@@ -10,10 +10,18 @@
 #include "generation.h"
 
 /* The staging directory's names (under data/staging/). */
-#define GEN_STAGE_DIR "gen"     /* the generation being built: root/, manifest, meta */
-#define GEN_OBJECTS   "objects" /* content received, by hex SHA-256, kept across syncs */
-#define GEN_PARTIAL   "partial" /* whole transfers cut off, by hex SHA-256, for resume */
-#define GEN_TMP       "tmp"     /* files being written */
+#define GEN_STAGE_DIR "gen" /* the generation being built: root/, manifest, meta */
+#define GEN_OBJECTS                                                                                \
+    "objects" /* content received, by hex SHA-256, kept across syncs: complete                     \
+               * (its hash is checked before reuse) or a whole transfer cut                        \
+               * off (shorter than listed: resumed) */
+#define GEN_PARTIAL                                                                                \
+    "partial"         /* no longer written (cut-off transfers stay in objects/); kept              \
+                       * in the layout and emptied with objects/ */
+#define GEN_TMP "tmp" /* files being written */
+#define GEN_NEXT_DIR                                                                               \
+    "next" /* the prepared tree: root/, a link copy of the live generation,                        \
+            * and base (its number, written last); see files.c */
 
 const gen_opts_t *gen_store_opts(const gen_store_t *g);
 /* data/staging, opened by the store (do not close). */
@@ -33,11 +41,22 @@ void gen_store_chown_denied(gen_store_t *g);
 int gen_store_prepare(gen_store_t *g, uint64_t generation, int root_fd, char *err, size_t err_size);
 
 /* Makes data/staging/gen (complete: root/ and manifest) generation `generation` and live:
- * writes its meta, journals, renames it into generations/, runs
- * hooks->switch_db, flips the docroot symlink, ends the journal, prunes. On failure before the
- * flip the live generation is untouched. Returns 0 or a negative code with err. */
+ * writes its meta, makes the tree durable (one syncfs, unless `durable` says the caller fsynced
+ * everything it wrote), journals, renames it into generations/, runs hooks->switch_db, flips the
+ * docroot symlink, ends the journal, prunes. On failure before the flip the live generation is
+ * untouched. Returns 0 or a negative code with err. */
 int gen_store_install(gen_store_t *g, uint64_t generation, const uint8_t digest[MF_HASH_LEN],
-                      char *err, size_t err_size);
+                      bool durable, char *err, size_t err_size);
+
+/* One background job at a time on behalf of the store (files.c prepares the next generation's
+ * tree with it). gen_store_bg_start runs fn(arg) on its own thread and returns true, or returns
+ * false (fn never runs; the caller still owns arg) while an earlier job is running or when no
+ * thread can be made. fn owns arg and should return early once gen_store_bg_cancelled() is true
+ * (gen_store_close cancels and waits). gen_store_bg_wait waits until no job runs. The store's
+ * users call these from one thread at a time (the sync lock), like the rest of the store. */
+bool gen_store_bg_start(gen_store_t *g, void (*fn)(void *arg), void *arg);
+void gen_store_bg_wait(gen_store_t *g);
+bool gen_store_bg_cancelled(gen_store_t *g);
 
 /* Formats a one-line reason into err and returns r (for `return set_err(...)`). */
 int set_err(char *err, size_t err_size, int r, const char *fmt, ...)

@@ -60,6 +60,7 @@ int syncer_open(const cfg_t *cfg, syncer_t **ret, char *err, size_t err_size)
     r = gen_store_open(&opts, &hooks, &s->gen, err, err_size);
     if (r < 0)
         goto fail;
+    stage_prepare_next(s->gen); /* the first sync after a start finds its tree ready */
     *ret = s;
     return 0;
 fail:
@@ -225,6 +226,9 @@ out:
     stage_abort(st);
     if (r < 0 && s->db)
         dbrecv_abort(s->db);
+    /* After a failed sync, or when the prepared tree went stale (a rollback by another process):
+     * prepare it again. A no-op when it is ready or being prepared. */
+    stage_prepare_next(s->gen);
     return r;
 }
 

@@ -47,9 +47,13 @@ GRANT ALL PRIVILEGES ON `understudy\_%`.* TO 'understudy'@'localhost';
 -- host): the server's local_infile must be ON (MariaDB's default). It needs no FILE privilege.
 
 -- Not granted, on purpose:
---   * SET USER (SUPER before MariaDB 10.5.2): views, triggers and stored routines whose DEFINER
---     is another account cannot be recreated as they are. WordPress core defines none; a
---     plugin that does fails the sync with a privilege error naming the object.
+--   * SET USER (SUPER before MariaDB 10.5.2): views, triggers, and with the agent's
+--     [database] routines = yes stored procedures, functions and events, are recreated without
+--     their DEFINER clause, as this account (their SQL SECURITY kept as on the primary: this is
+--     also the account the backup's WordPress logs in with, so DEFINER and INVOKER run with the
+--     same rights). With the binary log on, creating a function that may modify data needs
+--     log_bin_trust_function_creators = 1 on this server (MariaDB error 1418 otherwise); events
+--     keep the primary's ENABLE/DISABLE, and run only where event_scheduler = ON.
 --   * FILE, PROCESS, RELOAD, REPLICATION ...: the controller reads and writes data over the
 --     connection only.
 --   * BINLOG ADMIN: with it the controller would import with sql_log_bin = 0; without it, on a

@@ -13,7 +13,10 @@
 # zstd-compressed changed bytes; first sync <= 1.2x; agent RSS <= 32 MiB at 50k files.
 # --quick: 5,000 files instead of 50,000 and one run per case (a smoke run of the script).
 set -u -o pipefail
+# shellcheck source=tests/helpers/lib.sh
 source "$(dirname "$0")/../helpers/lib.sh"
+# shellcheck source=tests/bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 RUNS=3
 FILES_B=50000
@@ -35,82 +38,9 @@ TIME=/usr/bin/time
 make_tmpdir B
 export B
 
-# --- the seed's transport: sshd on a loopback port, root's key ---------------------------------
-start_sshd() {
-    mkdir -p "$B/ssh"
-    ssh-keygen -q -t ed25519 -N '' -f "$B/ssh/host" >/dev/null
-    ssh-keygen -q -t ed25519 -N '' -f "$B/ssh/client" >/dev/null
-    SSH_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    cat >"$B/ssh/sshd_config" <<EOF
-Port $SSH_PORT
-ListenAddress 127.0.0.1
-HostKey $B/ssh/host
-AuthorizedKeysFile $B/ssh/client.pub
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-PidFile $B/ssh/sshd.pid
-StrictModes no
-UsePAM no
-EOF
-    mkdir -p /run/sshd
-    /usr/sbin/sshd -f "$B/ssh/sshd_config" -E "$B/ssh/sshd.log" || die "sshd did not start"
-    on_exit "kill \$(cat $B/ssh/sshd.pid) 2>/dev/null"
-    SSH="ssh -p $SSH_PORT -i $B/ssh/client -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
-}
-
-# --- datasets ------------------------------------------------------------------------------------
-make_wordpress() { # make_wordpress DIR: Debian's wordpress tree, plain, plus ~20 MB of uploads
-    mkdir -p "$1"
-    cp -rL /usr/share/wordpress/. "$1/" 2>/dev/null
-    mkdir -p "$1/wp-content/uploads/2026/11"
-    python3 - "$1/wp-content/uploads/2026/11" <<'EOF'
-import os, random, sys
-random.seed(7)
-d = sys.argv[1]
-for i in range(100):   # 100 x 200 KiB: photos do not compress
-    with open(os.path.join(d, "photo-%03d.jpg" % i), "wb") as f:
-        f.write(random.randbytes(200 * 1024))
-EOF
-}
-
-make_scaled() { # make_scaled DIR N: N small files in N/100 directories
-    python3 - "$1" "$2" <<'EOF'
-import os, random, sys
-random.seed(11)
-root, n = sys.argv[1], int(sys.argv[2])
-words = [b"wordpress", b"understudy", b"function", b"return", b"array", b"<?php", b"echo"]
-for i in range(n):
-    d = os.path.join(root, "dir%03d" % (i // 100))
-    os.makedirs(d, exist_ok=True)
-    size = random.randint(1, 8) * 1024
-    body = b" ".join(random.choice(words) for _ in range(size // 6))
-    with open(os.path.join(d, "file%05d.php" % i), "wb") as f:
-        f.write(body[:size])
-EOF
-}
-
+# start_sshd, make_wordpress, make_scaled, small_change, median: tests/bench/lib.sh.
+# shellcheck disable=SC2317 # called through bench_dataset
 make_scaled_n() { make_scaled "$1" "$FILES_B"; }
-
-small_change() { # small_change DIR: edit 10 files, add one 1 MiB upload; prints changed bytes (zstd)
-    python3 - "$1" <<'EOF'
-import os, random, subprocess, sys
-root = sys.argv[1]
-files = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs if f.endswith(".php"))
-random.seed()  # a different change every run: a repeated upload would be reused by hash
-changed = random.sample(files, 10)
-for p in changed:
-    with open(p, "ab") as f:
-        f.write(b"\n/* edited */\n")
-up = os.path.join(root, "wp-content", "uploads", "new-%d.bin" % random.randrange(10**9))
-os.makedirs(os.path.dirname(up), exist_ok=True)
-with open(up, "wb") as f:
-    f.write(os.urandom(1 << 20))
-total = 0
-for p in changed + [up]:
-    total += len(subprocess.run(["zstd", "-3", "-c", p], capture_output=True).stdout)
-print(total)
-EOF
-}
 
 # --- one run of each method ----------------------------------------------------------------------
 # Each prints "SECONDS BYTES RSS_KIB" for the run.
@@ -152,8 +82,6 @@ controller_rss() { # controller_rss NAME: VmHWM of that controller, KiB
     awk '/^VmHWM:/ {print $2}' "/proc/$(cat "$B/$1/controller.pid")/status"
 }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-
 ROWS=()
 report() { # report DATASET CASE "u_times" "r_times" u_bytes r_bytes agent_rss ctl_rss [extra]
     local ut rt
@@ -169,7 +97,7 @@ bench_dataset() { # bench_dataset NAME MAKER...
     shift
     printf '\n== dataset %s\n' "$name" >&2
     "$@" "$B/src-$name"
-    local ut=() rt=() u r bytes_u bytes_r rss_a=0
+    local ut=() rt=() bytes_u bytes_r rss_a=0
     # First sync: fresh destinations each run.
     for ((i = 0; i < RUNS; i++)); do
         setup_understudy "$name-$i" "$B/src-$name"

@@ -11,7 +11,8 @@
  *               [--backup-socket S --backup-user U --backup-password-file F --backup-name N]
  *               [--generation G] [--root DIR] [--data DIR] [--agent-only] [--dry-run]
  * --data DIR is [site] data: the retained dumps go to DIR/dumps. --cache FILE: the agent's
- * digest cache (dbsend_opts_t.digest_cache).
+ * digest cache (dbsend_opts_t.digest_cache). --routines: also stored procedures, functions and
+ * events ([database] routines = yes).
  * --rollback-to G: no sync; only the switch_db hook back to generation G (as gen_rollback does).
  * Exit status 0 when both sides succeeded; the error is printed otherwise.
  */
@@ -47,6 +48,7 @@ typedef struct agent_job {
     msgio_t io;
     msgpipe_t *pipe;
     const char *cache;
+    bool routines;
     dbsend_stats_t stats;
     int r;
     char err[1024];
@@ -55,7 +57,7 @@ typedef struct agent_job {
 static void *agent_main(void *arg)
 {
     agent_job_t *j = arg;
-    dbsend_opts_t opts = {.digest_cache = j->cache};
+    dbsend_opts_t opts = {.digest_cache = j->cache, .routines = j->routines};
     j->r = dbsend_run(&j->wp, &j->io, &opts, &j->stats, j->err, sizeof(j->err));
     if (j->r < 0) {
         wire_msg_t m = {.type = WIRE_ERROR};
@@ -138,6 +140,8 @@ int main(int argc, char **argv)
             agent_only = true;
         } else if (!strcmp(a, "--dry-run")) {
             dry_run = true;
+        } else if (!strcmp(a, "--routines")) {
+            job.routines = true;
         } else {
             fprintf(stderr, "dbpipe: unknown argument %s\n", a);
             return 2;

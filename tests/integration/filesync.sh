@@ -207,7 +207,7 @@ killed_mid_transfer() {
     pid=$!
     deadline=$((SECONDS + 60))
     while ((SECONDS < deadline)); do
-        partial=$(find "$DATA/staging/partial" -type f -size +$((mib / 8))M 2>/dev/null | head -n 1)
+        partial=$(find "$DATA/staging/objects" -type f -size +$((mib / 8))M 2>/dev/null | head -n 1)
         [[ -n $partial ]] && break
         pid_alive "$pid" || break
         sleep 0.05
@@ -245,6 +245,32 @@ killed_mid_transfer() {
         fail "$name: the rerun resumes" "$SENT bytes sent, $size were staged"
     fi
 }
+# --- SIGKILL while the next tree is prepared --------------------------------------------------
+# After a switch the controller links a copy of the live tree under staging/next in the
+# background. SIGKILL right after a sync (during that copy, or after it: either must be fine),
+# then a restart: the docroot is one whole generation, the copy is finished or discarded, and
+# the next sync (which patches a finished copy) still matches the primary.
+mkdir -p "$SITE/many"
+for i in $(seq 1 3000); do printf 'file %s\n' "$i" >"$SITE/many/f$i.txt"; done
+sync_ok "many files"
+kill -KILL "$CONTROLLER_PID"
+wait "$CONTROLLER_PID" 2>/dev/null
+same "many files, controller SIGKILLed after the sync"
+LOG=$TEST_TMP/controller-prepkill.log
+start_controller "$CONTROLLER_CONF" "$LOG" || die "controller did not restart"
+set_agent_controller_address "$AGENT_CONF" "127.0.0.1:$CONTROLLER_PORT"
+rm "$SITE/many/f7.txt"
+printf 'changed\n' >"$SITE/many/f8.txt"
+sync_ok "sync after SIGKILL during the preparation"
+same "sync after SIGKILL during the preparation"
+sync_ok "unchanged sync after the restart"
+printf 'changed again\n' >"$SITE/many/f9.txt"
+sync_ok "sync on the prepared tree"
+same "sync on the prepared tree"
+base=$(cat "$DATA/staging/next/base" 2>/dev/null)
+[[ -z $base || $base == "$(generation)" ]] && pass "the prepared tree is of the live generation" ||
+    fail "the prepared tree is of generation $base, not the live $(generation)"
+
 killed_mid_transfer "controller SIGKILLed" controller 200
 killed_mid_transfer "agent SIGKILLed" agent 64
 

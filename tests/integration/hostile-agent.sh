@@ -55,8 +55,13 @@ refused() {
     fi
     check_eq "$name: the live generation did not change" "$(readlink "$DOCROOT")" "$LIVE"
     check "$name: the staged tree is gone" test ! -e "$DATA/staging/gen"
+    # staging/next is the controller's own link copy of the live tree (controller/files.c):
+    # every file there is a hard link to a live one, never something this sender sent.
     check_eq "$name: staging keeps nothing from this sender" \
-        "$(find "$DATA/staging" -type f | head -n 3)" ""
+        "$(find "$DATA/staging" -path "$DATA/staging/next" -prune -o -type f -print | head -n 3)" ""
+    check_eq "$name: the prepared tree holds only links to the live tree" \
+        "$(find "$DATA/staging/next" -type f -links 1 ! -path "$DATA/staging/next/base" \
+            2>/dev/null | head -n 3)" ""
     check_eq "$name: nothing outside changed" \
         "$(cd "$OUTSIDE" && find . -printf '%p %s %T@ %m\n' | sort)" "$OUTSIDE_STATE"
 }

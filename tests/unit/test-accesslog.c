@@ -18,6 +18,7 @@
 
 #include "accesslog.h"
 #include "err.h"
+#include "testutil.h"
 
 /* 2026-11-26T01:02:03Z */
 #define T0 1795654923
@@ -310,7 +311,7 @@ static size_t poll_n(accesslog_t *al)
 static void t_follow(void **state)
 {
     char dir[] = "/tmp/test-accesslog-XXXXXX";
-    char path[256], rotated[256], cmd[300];
+    char path[256], rotated[256];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof(path), "%s/access.log", dir);
     snprintf(rotated, sizeof(rotated), "%s/access.log.1", dir);
@@ -379,8 +380,7 @@ static void t_follow(void **state)
     accesslog_set_budget(al, 0);
 
     accesslog_free(al);
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tu_rm_tree(dir), 0);
 }
 
 int main(void)

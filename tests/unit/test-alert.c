@@ -17,6 +17,7 @@
 
 #include "alert.h"
 #include "err.h"
+#include "testutil.h"
 
 #define NOW 1795654923
 
@@ -31,9 +32,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tu_rm_tree(dir), 0);
     return 0;
 }
 

@@ -14,6 +14,7 @@
 
 #include "cfg.h"
 #include "err.h"
+#include "testutil.h"
 
 #define FP_COLONS                                                                                  \
     "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:"   \
@@ -344,9 +345,7 @@ static int setup_dir(void **state)
 
 static int teardown_dir(void **state)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tu_rm_tree(tmpdir);
 }
 
 static void write_file(const char *path, const char *text, mode_t mode)

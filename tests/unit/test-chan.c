@@ -14,31 +14,21 @@
 
 #include "chan.h"
 #include "err.h"
+#include "testutil.h"
 
 static char tmpdir[] = "/tmp/test-chan.XXXXXX";
-static char skey[256], scert[256], ckey[256], ccert[256];
-static char sfp[TLS_FP_LEN], cfp[TLS_FP_LEN];
+static tu_pair_t id;
 
 static int setup_all(void **state)
 {
-    char *error = NULL;
-    if (!mkdtemp(tmpdir))
-        return -1;
-    snprintf(skey, sizeof(skey), "%s/s.key", tmpdir);
-    snprintf(scert, sizeof(scert), "%s/s.crt", tmpdir);
-    snprintf(ckey, sizeof(ckey), "%s/c.key", tmpdir);
-    snprintf(ccert, sizeof(ccert), "%s/c.crt", tmpdir);
-    if (tls_identity_create(skey, scert, "s", 1, 10, false, sfp, &error) < 0 ||
-        tls_identity_create(ckey, ccert, "c", 1, 10, false, cfp, &error) < 0)
-        return -1;
-    return 0;
+    (void)state;
+    return mkdtemp(tmpdir) ? tu_identities(tmpdir, &id) : -1;
 }
 
 static int teardown_all(void **state)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    (void)state;
+    return tu_rm_tree(tmpdir);
 }
 
 #define N_MSGS   200
@@ -155,13 +145,13 @@ static void run(fixture_t *f)
     struct sockaddr_storage ss;
     int len = sizeof(ss);
     conn_t *c;
-    const char *spin = cfp, *cpin = sfp;
+    const char *spin = id.cfp, *cpin = id.sfp;
 
     f->limits = (conn_limits_t)CONN_LIMITS_DEFAULT;
     f->limits.max_pending_output = 2u << 20;
     assert_int_equal(uv_loop_init(&f->loop), 0);
-    assert_int_equal(tls_ctx_new(true, skey, scert, &spin, 1, &f->sctx, NULL), 0);
-    assert_int_equal(tls_ctx_new(false, ckey, ccert, &cpin, 1, &f->cctx, NULL), 0);
+    assert_int_equal(tls_ctx_new(true, id.skey, id.scert, &spin, 1, &f->sctx, NULL), 0);
+    assert_int_equal(tls_ctx_new(false, id.ckey, id.ccert, &cpin, 1, &f->cctx, NULL), 0);
     uv_tcp_init(&f->loop, &f->listener);
     f->listener.data = f;
     uv_ip4_addr("127.0.0.1", 0, &addr);

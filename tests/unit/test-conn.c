@@ -13,31 +13,21 @@
 
 #include "conn.h"
 #include "err.h"
+#include "testutil.h"
 
 static char tmpdir[] = "/tmp/test-conn.XXXXXX";
-static char skey[256], scert[256], ckey[256], ccert[256];
-static char sfp[TLS_FP_LEN], cfp[TLS_FP_LEN];
+static tu_pair_t id;
 
 static int setup_all(void **state)
 {
-    char *error = NULL;
-    if (!mkdtemp(tmpdir))
-        return -1;
-    snprintf(skey, sizeof(skey), "%s/s.key", tmpdir);
-    snprintf(scert, sizeof(scert), "%s/s.crt", tmpdir);
-    snprintf(ckey, sizeof(ckey), "%s/c.key", tmpdir);
-    snprintf(ccert, sizeof(ccert), "%s/c.crt", tmpdir);
-    if (tls_identity_create(skey, scert, "s", 1, 10, false, sfp, &error) < 0 ||
-        tls_identity_create(ckey, ccert, "c", 1, 10, false, cfp, &error) < 0)
-        return -1;
-    return 0;
+    (void)state;
+    return mkdtemp(tmpdir) ? tu_identities(tmpdir, &id) : -1;
 }
 
 static int teardown_all(void **state)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    (void)state;
+    return tu_rm_tree(tmpdir);
 }
 
 typedef struct fixture {
@@ -134,8 +124,8 @@ static void fixture_init(fixture_t *f, const char *server_pin, const char *clien
     f->limits.idle_timeout_ms = 3000;
     f->server_status = f->client_status = 1;
     assert_int_equal(uv_loop_init(&f->loop), 0);
-    assert_int_equal(tls_ctx_new(true, skey, scert, &server_pin, 1, &f->sctx, NULL), 0);
-    assert_int_equal(tls_ctx_new(false, ckey, ccert, &client_pin, 1, &f->cctx, NULL), 0);
+    assert_int_equal(tls_ctx_new(true, id.skey, id.scert, &server_pin, 1, &f->sctx, NULL), 0);
+    assert_int_equal(tls_ctx_new(false, id.ckey, id.ccert, &client_pin, 1, &f->cctx, NULL), 0);
     uv_tcp_init(&f->loop, &f->listener);
     f->listener.data = f;
     uv_ip4_addr("127.0.0.1", 0, &addr);
@@ -158,7 +148,7 @@ static void fixture_run_and_close(fixture_t *f)
 static void test_exchange(void **state)
 {
     fixture_t f;
-    fixture_init(&f, cfp, sfp);
+    fixture_init(&f, id.cfp, id.sfp);
     fixture_run_and_close(&f);
     assert_true(f.client_ready);
     assert_int_equal(f.messages_at_server, 1);
@@ -176,7 +166,7 @@ static void test_large_frame(void **state)
     site_id_for_big = malloc(n + 1);
     memset(site_id_for_big, 'x', n);
     site_id_for_big[n] = '\0';
-    fixture_init(&f, cfp, sfp);
+    fixture_init(&f, id.cfp, id.sfp);
     f.big = n;
     fixture_run_and_close(&f);
     free(site_id_for_big);
@@ -192,7 +182,7 @@ static void test_frame_over_limit(void **state)
     site_id_for_big = malloc(n + 1);
     memset(site_id_for_big, 'y', n);
     site_id_for_big[n] = '\0';
-    fixture_init(&f, cfp, sfp);
+    fixture_init(&f, id.cfp, id.sfp);
     /* The client's limits were copied at connect; the server conn is accepted inside the loop
      * with this smaller cap, so the client sends a frame the server must refuse. */
     f.limits.max_frame = 1u << 20;
@@ -207,7 +197,7 @@ static void test_frame_over_limit(void **state)
 static void test_untrusted(void **state)
 {
     fixture_t f;
-    fixture_init(&f, sfp /* not the client's */, sfp);
+    fixture_init(&f, id.sfp /* not the client's */, id.sfp);
     fixture_run_and_close(&f);
     assert_int_equal(f.server_status, ERR_PEER_UNTRUSTED);
     assert_int_equal(f.client_status, ERR_REJECTED_BY_PEER);
@@ -224,7 +214,7 @@ static void test_unreachable(void **state)
 
     memset(&f, 0, sizeof(f));
     uv_loop_init(&loop);
-    assert_int_equal(tls_ctx_new(false, ckey, ccert, (const char *[]){sfp}, 1, &ctx, NULL), 0);
+    assert_int_equal(tls_ctx_new(false, id.ckey, id.ccert, (const char *[]){id.sfp}, 1, &ctx, NULL), 0);
     /* Port 1 on loopback: nobody listens there in a test environment. */
     assert_int_equal(conn_connect(&loop, "127.0.0.1", 1, ctx, &limits, &cli_cb, &f, &c), 0);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "testutil.h"
 
 static char dir[] = "/tmp/test-cron-XXXXXX";
 static char conf[PATH_MAX];
@@ -137,9 +138,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tu_rm_tree(dir);
 }
 
 static void t_line_format(void **state)

@@ -29,7 +29,7 @@ static int check(wire_table_kind_t kind, const char *name, const char *sql, buf_
                           .engine = "",
                           .comment = ""};
     buf_reset(out);
-    return dbddl_check_object(&t, "site", site_names, 3, site_tables, 2, out, err, err_size);
+    return dbddl_check_object(&t, "site", NULL, site_names, 3, site_tables, 2, out, err, err_size);
 }
 
 static void expect_refused(wire_table_kind_t kind, const char *name, const char *sql,
@@ -70,6 +70,94 @@ static void test_view_ok(void **state)
               "`site`.`wp_posts`.`ID` AS `ID` from `site`.`wp_posts` WITH CASCADED CHECK OPTION",
               "CREATE OR REPLACE ALGORITHM=MERGE SQL SECURITY INVOKER VIEW `v_posts` AS select "
               "`wp_posts`.`ID` AS `ID` from `wp_posts` WITH CASCADED CHECK OPTION");
+}
+
+static void test_routines(void **state)
+{
+    /* As SHOW CREATE prints them, the agent having removed the DEFINER clause. */
+    expect_ok(WIRE_TABLE_ROUTINE, "p",
+              "CREATE PROCEDURE `p`(IN lim INT, OUT n DECIMAL(10,2))\n    READS SQL DATA\n"
+              "    COMMENT 'counts ''x'''\nBEGIN\n  DECLARE done INT DEFAULT 0;\n  DECLARE "
+              "CONTINUE HANDLER FOR NOT FOUND SET done = 1;\n  SELECT COUNT(*) INTO n FROM "
+              "`site`.`wp_posts` WHERE ID <= lim;\n  CALL v_posts(1);\nEND",
+              "CREATE OR REPLACE PROCEDURE `p`(IN lim INT, OUT n DECIMAL(10,2))\n    READS SQL "
+              "DATA\n    COMMENT 'counts ''x''' BEGIN\n  DECLARE done INT DEFAULT 0;\n  DECLARE "
+              "CONTINUE HANDLER FOR NOT FOUND SET done = 1;\n  SELECT COUNT(*) INTO n FROM "
+              "`wp_posts` WHERE ID <= lim;\n  CALL v_posts(1);\nEND");
+    expect_ok(WIRE_TABLE_FUNCTION, "f",
+              "CREATE FUNCTION `f`(x INT) RETURNS varchar(20) CHARSET utf8mb4 COLLATE "
+              "utf8mb4_bin\n    DETERMINISTIC\nRETURN concat('x', x)",
+              "CREATE OR REPLACE FUNCTION `f`(x INT) RETURNS varchar(20) CHARSET utf8mb4 COLLATE "
+              "utf8mb4_bin\n    DETERMINISTIC RETURN concat('x', x)");
+    expect_ok(WIRE_TABLE_EVENT, "e",
+              "CREATE EVENT `e` ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' ON "
+              "COMPLETION PRESERVE DISABLE ON SLAVE DO DELETE FROM wp_options WHERE option_id = 0",
+              "CREATE OR REPLACE EVENT `e` ON SCHEDULE EVERY 1 DAY STARTS '2030-01-01 00:00:00' "
+              "ON COMPLETION PRESERVE DISABLE ON SLAVE DO DELETE FROM wp_options WHERE "
+              "option_id = 0");
+
+    expect_refused(WIRE_TABLE_ROUTINE, "p",
+                   "CREATE DEFINER=`root`@`localhost` PROCEDURE `p`() SELECT 1", "DEFINER");
+    expect_refused(WIRE_TABLE_ROUTINE, "p", "CREATE FUNCTION `p`() RETURNS INT RETURN 1",
+                   "CREATE PROCEDURE expected");
+    expect_refused(WIRE_TABLE_ROUTINE, "p", "CREATE PROCEDURE `q`() SELECT 1", "another object");
+    expect_refused(WIRE_TABLE_ROUTINE, "p", "CREATE PROCEDURE `other`.`p`() SELECT 1",
+                   "another object");
+    expect_refused(WIRE_TABLE_ROUTINE, "p", "CREATE PROCEDURE `p`() SELECT x FROM other.secret",
+                   "refers to other.secret");
+    expect_refused(WIRE_TABLE_ROUTINE, "p",
+                   "CREATE PROCEDURE `p`() BEGIN PREPARE s FROM 'DROP TABLE t'; EXECUTE s; END",
+                   "uses PREPARE");
+    expect_refused(WIRE_TABLE_ROUTINE, "p", "CREATE PROCEDURE `p`() SELECT 1; DROP TABLE wp_posts",
+                   "more than one statement");
+    expect_refused(WIRE_TABLE_ROUTINE, "p", "CREATE PROCEDURE `p`() CALL mysql.proc_x()",
+                   "uses CALL");
+    expect_refused(WIRE_TABLE_ROUTINE, "p", "CREATE PROCEDURE `p`() CALL elsewhere()", "uses CALL");
+    expect_refused(WIRE_TABLE_ROUTINE, "p", "CREATE PROCEDURE `p`() HANDLER wp_posts OPEN",
+                   "uses HANDLER");
+    expect_refused(WIRE_TABLE_ROUTINE, "p",
+                   "CREATE PROCEDURE `p`(x INT DEFAULT (SELECT a FROM other.t)) SELECT 1",
+                   "parameters");
+    expect_refused(WIRE_TABLE_ROUTINE, "p", "CREATE PROCEDURE `p`() /*!50000 DROP TABLE x */",
+                   "comment");
+    expect_refused(WIRE_TABLE_FUNCTION, "f",
+                   "CREATE FUNCTION `f`() RETURNS INT READS SQL DATA RETURN (SELECT COUNT(*) FROM "
+                   "information_schema.tables)",
+                   "outside the site's schema");
+    expect_refused(WIRE_TABLE_EVENT, "e",
+                   "CREATE EVENT `e` ON SCHEDULE AT (SELECT MAX(x) FROM other.t) DO SELECT 1",
+                   "schedule");
+    expect_refused(WIRE_TABLE_EVENT, "e", "CREATE EVENT `e` DO SELECT 1", "ON SCHEDULE");
+    expect_refused(WIRE_TABLE_EVENT, "e",
+                   "CREATE EVENT `e` ON SCHEDULE EVERY 1 DAY DO GRANT ALL ON *.* TO x",
+                   "uses GRANT");
+}
+
+static void test_qualifier_rewritten(void **state)
+{
+    /* With a target schema the primary's qualifier becomes the target's, not dropped: the server
+     * keeps a view's or routine's function calls as written. */
+    wire_table_def_t t = {.name = "v_posts",
+                          .kind = WIRE_TABLE_VIEW,
+                          .create_sql = "CREATE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW "
+                                        "`v_posts` AS select `site`.`f`(`p`.`ID`) AS `n` from "
+                                        "`site`.`wp_posts` `p`",
+                          .sql_mode = "",
+                          .charset = "utf8mb4",
+                          .collation = "utf8mb4_general_ci",
+                          .engine = "",
+                          .comment = ""};
+    buf_t out = BUF_INIT;
+    char err[512] = "";
+    assert_int_equal(dbddl_check_object(&t, "site", "understudy_site", site_names, 3, site_tables,
+                                        2, &out, err, sizeof(err)),
+                     0);
+    buf_append(&out, "", 1);
+    assert_string_equal((const char *)buf_data(&out),
+                        "CREATE OR REPLACE ALGORITHM=UNDEFINED SQL SECURITY DEFINER VIEW `v_posts` "
+                        "AS select `understudy_site`.`f`(`p`.`ID`) AS `n` from "
+                        "`understudy_site`.`wp_posts` `p`");
+    buf_free(&out);
 }
 
 static void test_view_refused(void **state)
@@ -187,6 +275,56 @@ static int create(const wire_column_def_t *cols, size_t n, const char *engine, b
     int r = dbddl_create_table(&t, "st", out, err, 512);
     buf_append(out, "", 1);
     return r;
+}
+
+static void test_checks(void **state)
+{
+    static const char *const pk[] = {"id"};
+    wire_index_def_t idx = {
+        .name = "PRIMARY", .unique = true, .columns = pk, .n_columns = 1, .index_type = "BTREE"};
+    wire_column_def_t c[2] = {col("id", "int(11)"), col("qty", "int(11)")};
+    wire_check_def_t k[2] = {{"qty", "`qty` >= 0", "qty"}, {"range_ok", "`id` < 100", ""}};
+    wire_table_def_t t = {.name = "wp_t",
+                          .kind = WIRE_TABLE_BASE,
+                          .engine = "InnoDB",
+                          .charset = "",
+                          .collation = "",
+                          .columns = c,
+                          .n_columns = 2,
+                          .indexes = &idx,
+                          .n_indexes = 1,
+                          .checks = k,
+                          .n_checks = 2,
+                          .create_sql = "",
+                          .comment = ""};
+    buf_t out = BUF_INIT;
+    char err[512] = "";
+    assert_int_equal(dbddl_create_table(&t, NULL, &out, err, sizeof(err)), 0);
+    buf_append(&out, "", 1);
+    assert_string_equal((const char *)buf_data(&out), "CREATE TABLE `wp_t` (\n"
+                                                      "  `id` int(11),\n"
+                                                      "  `qty` int(11) CHECK (`qty` >= 0),\n"
+                                                      "  PRIMARY KEY (`id`),\n"
+                                                      "  CONSTRAINT `range_ok` CHECK (`id` < 100)\n"
+                                                      ") ENGINE=InnoDB");
+
+    /* Hostile clauses: another object, a second statement, a comment, a server variable. */
+    const char *const bad[] = {
+        "`id` IN (SELECT x FROM other.t)", "1); DROP TABLE wp_t; (1",          "1 /*!50000 OR 1 */",
+        "@@global.read_only = 0",          "LOAD_FILE('/etc/passwd') IS NULL", "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        k[1].clause = bad[i];
+        buf_reset(&out);
+        if (dbddl_create_table(&t, NULL, &out, err, sizeof(err)) != ERR_REFUSED)
+            fail_msg("CHECK (%s) was accepted", bad[i]);
+    }
+    k[1].clause = "`id` < 100";
+    k[0].column = "nope";
+    buf_reset(&out);
+    assert_int_equal(dbddl_create_table(&t, NULL, &out, err, sizeof(err)), ERR_REFUSED);
+    assert_non_null(strstr(err, "column the table does not have"));
+    buf_free(&out);
 }
 
 static void test_create_table(void **state)
@@ -346,10 +484,12 @@ static void test_wpconfig(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_view_ok),    cmocka_unit_test(test_view_refused),
-        cmocka_unit_test(test_trigger),    cmocka_unit_test(test_create_table),
-        cmocka_unit_test(test_names),      cmocka_unit_test(test_type_map),
-        cmocka_unit_test(test_digest_sql), cmocka_unit_test(test_wpconfig),
+        cmocka_unit_test(test_view_ok),      cmocka_unit_test(test_view_refused),
+        cmocka_unit_test(test_routines),     cmocka_unit_test(test_qualifier_rewritten),
+        cmocka_unit_test(test_checks),       cmocka_unit_test(test_trigger),
+        cmocka_unit_test(test_create_table), cmocka_unit_test(test_names),
+        cmocka_unit_test(test_type_map),     cmocka_unit_test(test_digest_sql),
+        cmocka_unit_test(test_wpconfig),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

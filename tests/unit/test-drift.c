@@ -22,6 +22,7 @@
 #include "drift.h"
 #include "err.h"
 #include "manifest.h"
+#include "testutil.h"
 
 static char root[64], manifest[128];
 
@@ -145,9 +146,8 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[256];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s' '%s'", root, manifest);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tu_rm_tree(root), 0);
+    assert_int_equal(tu_rm_tree(manifest), 0);
     return 0;
 }
 

@@ -821,6 +821,75 @@ static void forge_manifest(const char *path, time_t mtime_sec)
     assert_int_equal(utimensat(AT_FDCWD, mp, ts, 0), 0);
 }
 
+/* A sync that changed nothing leaves the saved state as it was (no write, no fsync); any
+ * difference, a cache field or a dropped entry included, saves it again. */
+static void test_unchanged_commit_writes_nothing(void **st)
+{
+    (void)st;
+    fake_t f = {0};
+    entlist_t l = {0};
+    char mp[PATH_MAX * 2], p[PATH_MAX * 2];
+    struct stat a, b;
+
+    make_site();
+    age_tree();
+    files_scan_t *s = scan();
+    session_t r = run_session(s, &f, true, 0);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(files_scan_commit(s, 4), 0);
+    files_scan_free(s);
+    list_free(&f.entries);
+    at(mp, sizeof(mp), state, "manifest");
+    assert_int_equal(stat(mp, &a), 0);
+
+    s = scan();
+    assert_int_equal(files_scan_base_generation(s), 4);
+    assert_int_equal(files_scan_commit(s, 4), 0);
+    files_scan_free(s);
+    assert_int_equal(stat(mp, &b), 0);
+    assert_int_equal(a.st_ino, b.st_ino);
+    at(p, sizeof(p), state, "manifest.new");
+    assert_int_equal(access(p, F_OK), -1);
+
+    /* The same tree applied as another generation: saved, with the new number. */
+    s = scan();
+    assert_int_equal(files_scan_commit(s, 5), 0);
+    files_scan_free(s);
+    assert_int_equal(stat(mp, &a), 0);
+    assert_int_not_equal(a.st_ino, b.st_ino);
+    s = scan();
+    assert_int_equal(files_scan_base_generation(s), 5);
+    files_scan_free(s);
+
+    /* Only a cache field (the ctime of a chmod to the same mode): saved again. */
+    at(p, sizeof(p), root, "index.php");
+    assert_int_equal(chmod(p, 0644), 0);
+    s = scan();
+    assert_int_equal(files_scan_commit(s, 5), 0);
+    files_scan_free(s);
+    assert_int_equal(stat(mp, &b), 0);
+    assert_int_not_equal(a.st_ino, b.st_ino);
+
+    /* A removed file, and the last entry of the walk removed: saved without them. */
+    at(p, sizeof(p), root, "wp-admin/index.php");
+    assert_int_equal(unlink(p), 0);
+    s = scan();
+    assert_int_equal(files_scan_commit(s, 5), 0);
+    files_scan_free(s);
+    read_manifest("manifest", &l);
+    assert_null(list_find(&l, "wp-admin/index.php"));
+    list_free(&l);
+    at(p, sizeof(p), root, "wp-content/uploads/photo.jpg");
+    assert_int_equal(unlink(p), 0);
+    s = scan();
+    assert_int_equal(files_scan_commit(s, 5), 0);
+    files_scan_free(s);
+    read_manifest("manifest", &l);
+    assert_null(list_find(&l, "wp-content/uploads/photo.jpg"));
+    assert_non_null(list_find(&l, "wp-content/uploads"));
+    list_free(&l);
+}
+
 static void test_racy_clean(void **st)
 {
     (void)st;
@@ -1161,6 +1230,7 @@ int main(void)
         cmocka_unit_test(test_exclude_rules),
         cmocka_unit_test_setup_teardown(test_walk_order_excludes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unchanged_scan_reads_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unchanged_commit_writes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_racy_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_incremental_vs_full, setup, teardown),
         cmocka_unit_test_setup_teardown(test_whole_session, setup, teardown),

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "guard.h"
+#include "testutil.h"
 
 static char *make_dir(void)
 {
@@ -28,9 +29,7 @@ static char *make_dir(void)
 
 static void rm_dir(char *dir)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(tu_rm_tree(dir), 0);
     free(dir);
 }
 

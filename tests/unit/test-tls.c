@@ -13,6 +13,7 @@
 
 #include "err.h"
 #include "tls.h"
+#include "testutil.h"
 
 typedef struct ident {
     char key[256], cert[256];
@@ -48,9 +49,7 @@ static int setup_all(void **state)
 
 static int teardown_all(void **state)
 {
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return tu_rm_tree(tmpdir);
 }
 
 typedef struct pair {

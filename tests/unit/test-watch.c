@@ -22,6 +22,7 @@
 #include "guard.h"
 #include "manifest.h"
 #include "watch.h"
+#include "testutil.h"
 
 static char dir[64], logpath[128];
 
@@ -75,7 +76,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    sh("rm -rf '%s'", dir);
+    assert_int_equal(tu_rm_tree(dir), 0);
     return 0;
 }
 
