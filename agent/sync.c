@@ -46,6 +46,7 @@ typedef struct syncrun {
     uint64_t wire_in, wire_out;
     char digest_cache[PATH_MAX + 16]; /* "" when off */
     bool full_digest;                 /* this run re-digests every table */
+    msgio_t chan_io;                  /* the connection, under result_io() */
 } syncrun_t;
 
 #define DIGEST_CACHE_MAX_AGE (24 * 3600)
@@ -90,6 +91,42 @@ static void run_fail(syncrun_t *sr, int r, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(sr->error, sizeof(sr->error), fmt, ap);
     va_end(ap);
+}
+
+/* The controller's verdict when it is not a success: the line cron mails to the owner. */
+static void result_fail(syncrun_t *sr, const wire_result_t *res)
+{
+    if (res->status == WIRE_STATUS_REFUSED)
+        run_fail(sr, ERR_REFUSED,
+                 "Can't update backup website: it has local changes that would be lost (%s)",
+                 res->reason);
+    else
+        run_fail(sr, ERR_INTERNAL, "the controller could not apply the sync: %s", res->reason);
+}
+
+/* Every message the session receives passes here. The controller answers a sync it cannot go on
+ * with at once, so its failure Result can come in place of whatever a phase waits for (a
+ * FileNeed, a DbNeed): record its reason as the sync's error, and hand the phase an error code
+ * (its own message then loses to the first error, the controller's). */
+static int result_recv(void *ctx, wire_msg_t **ret, uint64_t timeout_ms)
+{
+    syncrun_t *sr = ctx;
+    int r = msgio_recv(&sr->chan_io, ret, timeout_ms);
+    if (r == 1 && (*ret)->type == WIRE_RESULT &&
+        ((*ret)->u.result.status == WIRE_STATUS_REFUSED ||
+         (*ret)->u.result.status == WIRE_STATUS_FAILED)) {
+        result_fail(sr, &(*ret)->u.result);
+        wire_msg_free(*ret);
+        *ret = NULL;
+        return sr->result;
+    }
+    return r;
+}
+
+static int result_send(void *ctx, const wire_msg_t *m)
+{
+    syncrun_t *sr = ctx;
+    return msgio_send(&sr->chan_io, m);
 }
 
 /* Receives one message of the given type; an Error from the controller ends the sync. */
@@ -196,18 +233,9 @@ static int session_sync(syncrun_t *sr, const msgio_t *io)
     }
     if (r < 0)
         return r;
-    const wire_result_t *res = &result->u.result;
-    sr->status = res->status;
-    sr->generation = res->generation;
-    if (res->status == WIRE_STATUS_REFUSED) {
-        run_fail(sr, ERR_REFUSED,
-                 "Can't update backup website: it has local changes that would be lost (%s)",
-                 res->reason);
-        r = ERR_REFUSED;
-    } else if (res->status == WIRE_STATUS_FAILED) {
-        run_fail(sr, ERR_INTERNAL, "the controller could not apply the sync: %s", res->reason);
-        r = ERR_INTERNAL;
-    }
+    /* A failure Result was taken by result_recv(): this one is a success. */
+    sr->status = result->u.result.status;
+    sr->generation = result->u.result.generation;
     wire_msg_free(result);
     return r;
 }
@@ -215,7 +243,8 @@ static int session_sync(syncrun_t *sr, const msgio_t *io)
 static void sync_worker(chan_t *ch, void *arg)
 {
     syncrun_t *sr = arg;
-    msgio_t io = chan_io(ch);
+    sr->chan_io = chan_io(ch);
+    msgio_t io = {.send = result_send, .recv = result_recv, .ctx = sr};
     int r = session_hello(sr, &io);
     if (r == 0)
         r = session_sync(sr, &io);

@@ -239,6 +239,21 @@ static void conn_deliver(conn_t *c)
         conn_fail(c, f, "%s sent an invalid frame: %s", c->peer, err_str(f));
 }
 
+/* The peer closed (TLS close_notify or TCP end) after everything it sent was delivered. Bytes
+ * left in the decoder then are a frame it cut short: a protocol error, not a plain close. */
+static void conn_closed_by_peer(conn_t *c, bool was_open)
+{
+    if (c->state == CONN_CLOSING)
+        return;
+    if (c->state == CONN_OPEN && !c->paused && c->decoder.in.len > 0)
+        conn_fail(c, ERR_PROTOCOL,
+                  "%s closed the connection in the middle of a frame (%zu bytes of it arrived)",
+                  c->peer, c->decoder.in.len);
+    else
+        conn_fail(c, ERR_PEER_CLOSED, "%s closed the connection%s", c->peer,
+                  was_open || c->state == CONN_OPEN ? "" : " during the TLS handshake");
+}
+
 /* Decrypts what arrived and delivers every complete frame. */
 static void conn_process(conn_t *c)
 {
@@ -261,9 +276,8 @@ static void conn_process(conn_t *c)
         }
     }
     conn_deliver(c);
-    if (r == ERR_PEER_CLOSED && c->state != CONN_CLOSING)
-        conn_fail(c, ERR_PEER_CLOSED, "%s closed the connection%s", c->peer,
-                  was_open || c->state == CONN_OPEN ? "" : " during the TLS handshake");
+    if (r == ERR_PEER_CLOSED)
+        conn_closed_by_peer(c, was_open);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
@@ -281,9 +295,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         /* Let the engine classify what it has (garbage, half a handshake) before calling it a
          * plain close. */
         conn_process(c);
-        if (c->state != CONN_CLOSING)
-            conn_fail(c, ERR_PEER_CLOSED, "%s closed the connection%s", c->peer,
-                      c->state == CONN_HANDSHAKE ? " during the TLS handshake" : "");
+        conn_closed_by_peer(c, false);
         return;
     }
     if (nread < 0) {

@@ -19,6 +19,10 @@ const cfg_key_t controller_schema[] = {
      "what the web server serves: a symlink understudy switches between generations"},
     {"site", "data", CFG_PATH, CFG_REQUIRED, NULL, "generations, journal and state"},
     {"site", "owner", CFG_OWNER, 0, "www-data:www-data", "owner of the files written, USER:GROUP"},
+    {"site", "wp_cron", CFG_BOOL, 0, "no",
+     "run WordPress's scheduled jobs (WP-Cron) on the backup; no: each generation's wp-config.php "
+     "sets DISABLE_WP_CRON, so visits start no jobs that would mail twice or write to the "
+     "database (which trips the write guard)"},
     {"retention", "generations", CFG_UINT, 0, "10", "file generations kept for rollback"},
     {"retention", "days", CFG_UINT, 0, "5", "days a database dump is kept"},
     {"limits", "max_files", CFG_UINT, 0, "1000000", "refuse a sync listing more entries"},

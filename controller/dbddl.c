@@ -1036,11 +1036,44 @@ static size_t skip_php_string(const char *p, size_t i, size_t len)
     return i < len ? i + 1 : len;
 }
 
+/* Inserts a define of DISABLE_WP_CRON on the line after the opening "<?php" of out. */
+static int add_cron_define(buf_t *out, char *err, size_t err_size)
+{
+    static const char line[] = "define( 'DISABLE_WP_CRON', true ); /* understudy: no scheduled "
+                               "jobs on the backup ([site] wp_cron) */\n";
+    const char *text = (const char *)buf_data(out);
+    const char *tag = memmem(text, out->len, "<?php", 5);
+    if (!tag)
+        REFUSE("wp-config.php has no \"<?php\" opening tag; it is not the PHP file WordPress "
+               "reads");
+    size_t at = (size_t)(tag - text) + 5;
+    const char *nl = memchr(text + at, '\n', out->len - at);
+    at = nl ? (size_t)(nl - text) + 1 : out->len;
+    buf_t tail = BUF_INIT;
+    int r = buf_append(&tail, text + at, out->len - at);
+    if (r == 0) {
+        out->len = at;
+        if (!nl)
+            r = buf_append(out, "\n", 1);
+        if (r == 0)
+            r = buf_append(out, line, sizeof(line) - 1);
+        if (r == 0)
+            r = buf_append(out, buf_data(&tail), tail.len);
+    }
+    buf_free(&tail);
+    return r;
+}
+
 int dbddl_rewrite_wpconfig(const char *p, size_t len, const dbddl_wp_t *vals, buf_t *out, char *err,
                            size_t err_size)
 {
-    static const char *const keys[] = {"DB_NAME", "DB_USER", "DB_PASSWORD", "DB_HOST"};
-    const char *const values[] = {vals->name, vals->user, vals->password, vals->host};
+    /* The four DB_ values are strings; DISABLE_WP_CRON (key 4) is rewritten only when asked,
+     * to the PHP constant true. */
+    enum { N_DB_KEYS = 4, KEY_CRON = 4 };
+    static const char *const keys[] = {"DB_NAME", "DB_USER", "DB_PASSWORD", "DB_HOST",
+                                       "DISABLE_WP_CRON"};
+    const char *const values[] = {vals->name, vals->user, vals->password, vals->host, NULL};
+    const int n_keys = vals->disable_wp_cron ? 5 : 4;
     unsigned seen = 0;
     size_t i = 0, copied = 0;
     int r = 0;
@@ -1072,7 +1105,7 @@ int dbddl_rewrite_wpconfig(const char *p, size_t len, const dbddl_wp_t *vals, bu
                 continue;
             }
             k = skip_php_string(p, j, len);
-            for (int n = 0; n < 4; n++)
+            for (int n = 0; n < n_keys; n++)
                 if (k - j - 2 == strlen(keys[n]) && !memcmp(p + j + 1, keys[n], strlen(keys[n])))
                     key = n;
             j = k;
@@ -1106,7 +1139,9 @@ int dbddl_rewrite_wpconfig(const char *p, size_t len, const dbddl_wp_t *vals, bu
             while (vend > vstart && isspace((unsigned char)p[vend - 1]))
                 vend--;
             r = buf_append(out, p + copied, vstart - copied);
-            if (r == 0)
+            if (r == 0 && key == KEY_CRON)
+                r = buf_append_str(out, "true");
+            else if (r == 0)
                 r = php_literal(out, values[key] ? values[key] : "");
             copied = vend;
             seen |= 1u << key;
@@ -1117,7 +1152,9 @@ int dbddl_rewrite_wpconfig(const char *p, size_t len, const dbddl_wp_t *vals, bu
     }
     if (r == 0)
         r = buf_append(out, p + copied, len - copied);
-    for (int n = 0; r == 0 && n < 4; n++)
+    if (r == 0 && vals->disable_wp_cron && !(seen & (1u << KEY_CRON)))
+        r = add_cron_define(out, err, err_size);
+    for (int n = 0; r == 0 && n < N_DB_KEYS; n++)
         if (!(seen & (1u << n)))
             REFUSE("wp-config.php does not define %s as WordPress expects; the backup's "
                    "connection settings cannot be put in",

@@ -69,12 +69,14 @@ int dbddl_digest_sql(const wire_table_def_t *t, const char *schema, buf_t *out);
 /* The connection settings written into the backup's wp-config.php. */
 typedef struct dbddl_wp {
     const char *name, *user, *password, *host;
+    bool disable_wp_cron; /* [site] wp_cron = no */
 } dbddl_wp_t;
 
 /* Rewrites the text of a wp-config.php: the value of every define() of DB_NAME, DB_USER,
  * DB_PASSWORD and DB_HOST (outside comments) becomes a single-quoted PHP literal of vals';
- * everything else is copied byte for byte. Refuses (ERR_REFUSED) a file that does not define all
- * four. */
+ * with disable_wp_cron, DISABLE_WP_CRON's becomes true (a define is added after the opening
+ * "<?php" when there is none); everything else is copied byte for byte. Refuses (ERR_REFUSED) a
+ * file that does not define all four DB_ constants. */
 int dbddl_rewrite_wpconfig(const char *text, size_t len, const dbddl_wp_t *vals, buf_t *out,
                            char *err, size_t err_size);
 

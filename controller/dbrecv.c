@@ -117,6 +117,7 @@ struct dbrecv {
     char *user, *password, *host_setting; /* for wp-config.php */
     char *dumps_dir;                      /* [site] data/dumps; NULL: no retained dumps */
     unsigned dump_days;                   /* [retention] days */
+    bool wp_cron;                         /* [site] wp_cron: leave DISABLE_WP_CRON alone */
 };
 
 /* ---- helpers ---- */
@@ -577,6 +578,7 @@ int dbrecv_open(const cfg_t *cfg, dbrecv_t **ret, char *err, size_t err_size)
         asprintf(&d->dumps_dir, "%s/dumps", cfg_get(cfg, "site", "data")) < 0)
         d->dumps_dir = NULL;
     d->dump_days = (unsigned)cfg_get_uint(cfg, "retention", "days", 5);
+    d->wp_cron = cfg_get_bool(cfg, "site", "wp_cron", false);
     if (!d->user || !d->password || !d->host_setting) {
         dbrecv_close(d);
         return pwfile && !d->password ? ERR_CONFIG : UV_ENOMEM;
@@ -2014,7 +2016,7 @@ static void on_prune(void *ctx, uint64_t oldest_kept)
 int dbrecv_prepare_wpconfig(dbrecv_t *d, int root_fd, char *err, size_t err_size)
 {
     static const char tmp[] = ".wp-config.php.understudy";
-    dbddl_wp_t vals = {d->live, d->user, d->password, d->host_setting};
+    dbddl_wp_t vals = {d->live, d->user, d->password, d->host_setting, !d->wp_cron};
     buf_t in = BUF_INIT, out = BUF_INIT;
     struct stat st;
     int fd, r = 0;

@@ -1268,11 +1268,14 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
             r = preset ? 0 : set_meta(st, fd, e);
             if (fd >= 0)
                 close(fd);
-            /* Moved, not linked: a link would leave a store entry to remove after the switch,
-             * one more system call per file. A later entry with the same content copies it from
-             * where it was placed. (If this sync then fails, the object is sent again.) */
+            /* Linked, not moved: the store keeps every received file until the switch has
+             * happened (stage_commit empties it then), so a sync that fails or is killed after
+             * this point (verification, the switch, its recovery undoing it) leaves the content
+             * for the next run instead of making the agent send it again. That costs one unlink
+             * per received file after the switch. A later entry with the same content copies it
+             * from where it was placed (two paths must not share an inode). */
             if (r == 0)
-                r = renameat(st->staging_fd, obj, dirfd, name) < 0 ? -errno : 0;
+                r = linkat(st->staging_fd, obj, dirfd, name, 0) < 0 ? -errno : 0;
             if (r == 0 && b->patch)
                 r = note_sync(b, e->path, false);
             if (r == 0 && arena_add(&st->tab, e->path, &s->placed) == 0)

@@ -24,6 +24,8 @@
 /* Per connection: received messages waiting for the worker, and output waiting for the peer. */
 #define SESSION_MAX_IN  (32u * 1024 * 1024)
 #define SESSION_MAX_OUT (8u * 1024 * 1024)
+/* How long the rest of a failed sync is read and discarded before the connection is closed. */
+#define SESSION_DRAIN_MS 30000
 
 typedef struct server server_t;
 
@@ -117,7 +119,21 @@ static void session_worker(chan_t *ch, void *arg)
         return;
     s->greeted = true;
     /* Syncs until the agent hangs up. */
+    uint64_t drain_until = 0;
     while ((r = msgio_recv(&io, &m, s->server->limits.idle_timeout_ms)) == 1) {
+        if (drain_until) {
+            /* The rest of a sync that failed early: the agent streams on until its Commit and
+             * reads our Result only then. Discarding it (rather than closing with it unread,
+             * which makes the kernel reset the connection and drop the Result the agent has
+             * not read yet) lets the agent print why. Bounded in time. */
+            bool done = m->type == WIRE_COMMIT;
+            wire_msg_free(m);
+            if (done)
+                drain_until = 0;
+            else if (uv_hrtime() / 1000000 > drain_until)
+                return;
+            continue;
+        }
         if (m->type != WIRE_SYNC_BEGIN) {
             chan_fail(ch, ERR_PROTOCOL, "%s sent an unexpected %s", chan_peer_name(ch),
                       wire_type_name(m->type));
@@ -128,6 +144,8 @@ static void session_worker(chan_t *ch, void *arg)
         wire_msg_free(m);
         if (r < 0)
             return;
+        if (r == 1)
+            drain_until = uv_hrtime() / 1000000 + SESSION_DRAIN_MS;
     }
     if (r == UV_ETIMEDOUT)
         chan_fail(ch, ERR_IDLE_TIMEOUT, "%s sent nothing for %llu ms", chan_peer_name(ch),

@@ -132,8 +132,8 @@ static void resync_done(const syncer_t *s)
 
 /* The body of a sync; the caller sends the Result. */
 static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin,
-                     const char *peer, uint64_t *ret_gen, bool *ret_unchanged, char *err,
-                     size_t err_size)
+                     const char *peer, uint64_t *ret_gen, bool *ret_unchanged,
+                     bool *ret_committed, char *err, size_t err_size)
 {
     files_rx_stats_t fst = {0};
     dbrecv_stats_t dst = {0};
@@ -190,6 +190,7 @@ static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *be
         if (r < 0)
             goto out;
     }
+    *ret_committed = true;
     if (m->u.commit.tree_digest.len != MF_HASH_LEN) {
         snprintf(err, err_size, "Commit carries no tree digest");
         r = ERR_PROTOCOL;
@@ -236,13 +237,15 @@ int syncer_run(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin, c
 {
     char err[1024] = "";
     uint64_t gen = 0;
-    bool unchanged = false;
+    bool unchanged = false, committed = false;
     int r;
 
-    if (pthread_mutex_trylock(&s->mu) != 0)
-        return send_result(io, WIRE_STATUS_FAILED, 0, ERR_OVERLOADED,
-                           "another sync is in progress on this controller; try again later");
-    r = sync_body(s, io, begin, peer, &gen, &unchanged, err, sizeof(err));
+    if (pthread_mutex_trylock(&s->mu) != 0) {
+        r = send_result(io, WIRE_STATUS_FAILED, 0, ERR_OVERLOADED,
+                        "another sync is in progress on this controller; try again later");
+        return r < 0 ? r : 1;
+    }
+    r = sync_body(s, io, begin, peer, &gen, &unchanged, &committed, err, sizeof(err));
     pthread_mutex_unlock(&s->mu);
     if (r == ERR_REFUSED)
         log_warn("%s: sync refused: %s", peer, err);
@@ -260,8 +263,9 @@ int syncer_run(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin, c
                            time(NULL), r < 0 ? gen_store_live(s->gen) : gen, peer,
                            r < 0 ? (err[0] ? err : err_str(r)) : "");
     if (r < 0) {
-        return send_result(io, r == ERR_REFUSED ? WIRE_STATUS_REFUSED : WIRE_STATUS_FAILED,
-                           gen_store_live(s->gen), r, err[0] ? err : err_str(r));
+        int sr = send_result(io, r == ERR_REFUSED ? WIRE_STATUS_REFUSED : WIRE_STATUS_FAILED,
+                             gen_store_live(s->gen), r, err[0] ? err : err_str(r));
+        return sr < 0 ? sr : committed ? 0 : 1;
     }
     return send_result(io, unchanged ? WIRE_STATUS_UNCHANGED : WIRE_STATUS_APPLIED, gen, 0,
                        begin->dry_run ? "dry run: nothing changed" : "");

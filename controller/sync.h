@@ -24,7 +24,8 @@ void syncer_set_watch(syncer_t *s, watch_t *w);
 
 /* Runs one sync after its SyncBegin and always answers with a Result (unless the connection is
  * gone). Only one sync runs at a time; a second one is answered FAILED at once. Returns 0 when
- * the Result was sent, else the transport error. Worker thread. */
+ * the Result was sent, 1 when it was a failure sent before the agent's Commit (the agent may
+ * still be streaming the rest of that sync), else the transport error. Worker thread. */
 int syncer_run(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin, const char *peer);
 
 #endif

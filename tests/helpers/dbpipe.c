@@ -39,6 +39,7 @@ static const cfg_key_t schema[] = {
     {"database", "password_file", CFG_PATH, 0, NULL, ""},
     {"database", "name", CFG_STRING, 0, NULL, ""},
     {"site", "data", CFG_PATH, 0, NULL, ""},
+    {"site", "wp_cron", CFG_BOOL, 0, "no", ""},
     {"retention", "days", CFG_UINT, 0, "5", ""},
     {NULL, NULL, 0, 0, NULL, NULL},
 };

@@ -216,6 +216,9 @@ kill_at() {
     else
         fail "$name: the next sync fails (exit $rc)" "$(tail -3 "$OUT")"
     fi
+    # Every point is after the files arrived: they are reused, not sent again.
+    check_eq "$name: the next sync sends no file again" \
+        "$(grep -Eo '[0-9]+ files sent' "$OUT")" "0 files sent"
     compare "$name: after the next sync"
     stop_controller || fail "$name: controller stops cleanly"
 }

@@ -478,6 +478,31 @@ static void test_wpconfig(void **state)
         dbddl_rewrite_wpconfig(missing, strlen(missing), &vals, &out, err, sizeof(err)),
         ERR_REFUSED);
     assert_non_null(strstr(err, "DB_PASSWORD"));
+
+    /* [site] wp_cron = no: an existing define becomes true, or one is added after "<?php". */
+    vals.disable_wp_cron = true;
+    const char with[] = "<?php\ndefine('DB_NAME','a'); define('DB_USER','b');\n"
+                        "define('DB_PASSWORD','c'); define('DB_HOST','d');\n"
+                        "define( 'DISABLE_WP_CRON', false );\n";
+    buf_reset(&out);
+    assert_int_equal(dbddl_rewrite_wpconfig(with, strlen(with), &vals, &out, err, sizeof(err)), 0);
+    buf_append(&out, "", 1);
+    assert_non_null(strstr((const char *)buf_data(&out), "define( 'DISABLE_WP_CRON', true );\n"));
+    assert_null(strstr((const char *)buf_data(&out), "false"));
+    buf_reset(&out);
+    size_t without = strlen(with) - strlen("define( 'DISABLE_WP_CRON', false );\n");
+    assert_int_equal(dbddl_rewrite_wpconfig(with, without, &vals, &out, err, sizeof(err)), 0);
+    buf_append(&out, "", 1);
+    const char *o = (const char *)buf_data(&out);
+    static const char head[] = "<?php\ndefine( 'DISABLE_WP_CRON', true );";
+    assert_true(!strncmp(o, head, sizeof(head) - 1));
+    assert_non_null(strstr(o, "define('DB_HOST','localhost:/run/mysqld/mysqld.sock');"));
+    const char notag[] = "define('DB_NAME','a'); define('DB_USER','b'); define('DB_PASSWORD','c'); "
+                         "define('DB_HOST','d');";
+    buf_reset(&out);
+    assert_int_equal(dbddl_rewrite_wpconfig(notag, strlen(notag), &vals, &out, err, sizeof(err)),
+                     ERR_REFUSED);
+    assert_non_null(strstr(err, "<?php"));
     buf_free(&out);
 }
 
