@@ -4,9 +4,10 @@
  *
  * The snapshot:
  *   gen<N>.sql.zst  the live database as it is now (dumps.h format: zstd -dc FILE | mariadb DB)
- *   files.tar.zst   every file of the live tree created or changed since the generation went
- *                   live (GNU tar --newer: modification or status change; a superset when a
- *                   refused sync hard-linked the tree meanwhile), with its path below the root
+ *   files.tar.zst   every file of the live tree written since the generation went live (GNU
+ *                   tar --newer-mtime: the modification time; not the status change time, which
+ *                   the controller's own hard links to the live files — the prepared next tree
+ *                   — move for every file), with its path below the root
  *   reason.txt      why the guard tripped, with its evidence
  * Deleted files need no copy: they are the primary's own, and the next sync brings them back.
  */
@@ -184,7 +185,7 @@ static int snapshot(const cfg_t *cfg, guard_t *g, char *dir, size_t dir_size, ch
     if (live && lstat(cfg_get(cfg, "site", "docroot"), &st) == 0) {
         snprintf(after, sizeof(after), "@%lld", (long long)st.st_mtime - 1);
         snprintf(path, sizeof(path), "%s/files.tar.zst", dir);
-        char *argv[] = {"tar", "--zstd", "-cf", path, "-C", root, "--newer", after, ".", NULL};
+        char *argv[] = {"tar", "--zstd", "-cf", path, "-C", root, "--newer-mtime", after, ".", NULL};
         r = run_tool(argv, err, err_size);
         if (r == 0)
             r = fsync_path(path, false);

@@ -218,6 +218,8 @@ resolve || fail "resolve after the upload" "$(cat "$T/resolve.out")"
 SNAP=$(ls -d "$DATA"/diverged/* | tail -n 1)
 check "the archive holds the dropped file" bash -c \
     "tar --zstd -tf '$SNAP/files.tar.zst' | grep -q 'wp-content/uploads/2026/11/dropped.gif'"
+check "and not the files the backup did not write (wp-settings.php)" bash -c \
+    "! tar --zstd -tf '$SNAP/files.tar.zst' | grep -q 'wp-settings.php'"
 settle
 check_eq "sync applies after resolving" "$(sync_rc)" 0
 check "resolve discarded the dropped file: it is gone from the docroot" \
