@@ -1676,6 +1676,7 @@ static void prep_main(void *arg)
     uint64_t linked = 0;
     int r = -1;
 
+    safefs_rm_tree(j->staging_fd, GEN_OBJECTS_USED); /* stage_commit set it aside */
     safefs_rm_tree(j->staging_fd, GEN_NEXT_DIR);
     if (mkdirat(j->staging_fd, GEN_NEXT_DIR, 0700) < 0 ||
         mkdirat(j->staging_fd, NEXT_ROOT, 0700) < 0 ||
@@ -1888,8 +1889,12 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     if (r < 0)
         goto out;
     *ret_generation = st->gen;
-    /* Everything received is linked into the generation now. */
-    safefs_rm_tree(st->staging_fd, GEN_OBJECTS);
+    /* Everything received is linked into the generation now: the store is no longer needed.
+     * Removing it is one unlink per received file; set it aside (one rename) and leave that to
+     * the preparation of the next tree, which runs in the background. When the previous one is
+     * still there, remove this one now. */
+    if (renameat(st->staging_fd, GEN_OBJECTS, st->staging_fd, GEN_OBJECTS_USED) < 0)
+        safefs_rm_tree(st->staging_fd, GEN_OBJECTS);
     safefs_rm_tree(st->staging_fd, GEN_PARTIAL);
     (void)mkdirat(st->staging_fd, GEN_OBJECTS, 0700);
     (void)mkdirat(st->staging_fd, GEN_PARTIAL, 0700);
