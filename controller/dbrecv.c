@@ -880,6 +880,36 @@ static int copy_unchanged(dbrecv_t *d, const wire_table_def_t *t, want_t *w, cha
                           size_t err_size);
 static int chunk_ranges(buf_t *q, const char *key, const want_t *w);
 
+/* INSERT INTO stage.table (cols) SELECT cols FROM live.table WHERE NOT (the chunks asked for):
+ * the live rows a chunked table keeps. */
+static int copy_sql(buf_t *q, const dbrecv_t *d, const char *table, const buf_t *cols,
+                    const char *key, const want_t *w)
+{
+    int r = buf_append_str(q, "INSERT INTO ");
+    if (r == 0)
+        r = qname(q, d->stage, table);
+    if (r == 0)
+        r = buf_append_str(q, " (");
+    if (r == 0)
+        r = buf_append(q, buf_data(cols), cols->len);
+    if (r == 0)
+        r = buf_append_str(q, ") SELECT ");
+    if (r == 0)
+        r = buf_append(q, buf_data(cols), cols->len);
+    if (r == 0)
+        r = buf_append_str(q, " FROM ");
+    if (r == 0)
+        r = qname(q, d->live, table);
+    if (r == 0 && w->n) {
+        r = buf_append_str(q, " WHERE NOT (");
+        if (r == 0)
+            r = chunk_ranges(q, key, w);
+        if (r == 0)
+            r = buf_append(q, ")", 1);
+    }
+    return r;
+}
+
 /* A table received by chunks, on its own connection: creates the staged table like the live
  * one (plan_chunks asked for chunks only because the agent's definition is the live table's)
  * and copies the live rows outside the chunks asked for into it; receive_table then loads the
@@ -954,28 +984,7 @@ static void *copier_run(void *arg)
     }
     buf_reset(&q);
     if (r == 0)
-        r = buf_append_str(&q, "INSERT INTO ");
-    if (r == 0)
-        r = qname(&q, d->stage, w->name);
-    if (r == 0)
-        r = buf_append_str(&q, " (");
-    if (r == 0)
-        r = buf_append(&q, buf_data(&cols), cols.len);
-    if (r == 0)
-        r = buf_append_str(&q, ") SELECT ");
-    if (r == 0)
-        r = buf_append(&q, buf_data(&cols), cols.len);
-    if (r == 0)
-        r = buf_append_str(&q, " FROM ");
-    if (r == 0)
-        r = qname(&q, d->live, w->name);
-    if (r == 0 && w->n) {
-        r = buf_append_str(&q, " WHERE NOT (");
-        if (r == 0)
-            r = chunk_ranges(&q, key, w);
-        if (r == 0)
-            r = buf_append(&q, ")", 1);
-    }
+        r = copy_sql(&q, d, w->name, &cols, key, w);
     if (r == 0)
         r = ctldb_exec(db, (const char *)buf_data(&q), q.len, err, err_size);
     if (r == 0) {
@@ -1436,28 +1445,7 @@ static int copy_unchanged(dbrecv_t *d, const wire_table_def_t *t, want_t *w, cha
         r = ERR_PROTOCOL;
     }
     if (r == 0)
-        r = buf_append_str(&q, "INSERT INTO ");
-    if (r == 0)
-        r = qname(&q, d->stage, t->name);
-    if (r == 0)
-        r = buf_append_str(&q, " (");
-    if (r == 0)
-        r = buf_append(&q, buf_data(&cols), cols.len);
-    if (r == 0)
-        r = buf_append_str(&q, ") SELECT ");
-    if (r == 0)
-        r = buf_append(&q, buf_data(&cols), cols.len);
-    if (r == 0)
-        r = buf_append_str(&q, " FROM ");
-    if (r == 0)
-        r = qname(&q, d->live, t->name);
-    if (r == 0 && w->n) {
-        r = buf_append_str(&q, " WHERE NOT (");
-        if (r == 0)
-            r = chunk_ranges(&q, key, w);
-        if (r == 0)
-            r = buf_append(&q, ")", 1);
-    }
+        r = copy_sql(&q, d, t->name, &cols, key, w);
     if (r == 0)
         r = exec_buf(d, &q, err, err_size);
     if (r == 0) {

@@ -1081,6 +1081,23 @@ typedef struct builder {
     size_t n_sync, cap_sync;
 } builder_t;
 
+/* Releases what a builder holds (not its writer). */
+static void builder_free(builder_t *b)
+{
+    if (b->parent_fd >= 0)
+        close(b->parent_fd);
+    free(b->parent);
+    if (b->live_parent_fd >= 0)
+        close(b->live_parent_fd);
+    free(b->live_parent);
+    for (size_t i = 0; i < b->n_dirs; i++)
+        free(b->dirs[i].path);
+    free(b->dirs);
+    for (size_t i = 0; i < b->n_sync; i++)
+        free(b->sync_paths[i]);
+    free(b->sync_paths);
+}
+
 /* Notes path (and with parent, its directory) for the fsync pass of a patched tree. */
 static int note_sync(builder_t *b, const char *path, bool parent)
 {
@@ -1756,17 +1773,9 @@ report:
                  " (%s): the next sync builds it whole, and the one after it prepares again",
                  gen_store_opts(j->g)->data, err_str(r));
     mf_reader_close(rd);
-    if (b.parent_fd >= 0)
-        close(b.parent_fd);
-    free(b.parent);
-    if (b.live_parent_fd >= 0)
-        close(b.live_parent_fd);
-    free(b.live_parent);
+    builder_free(&b);
     if (ps.root_fd >= 0)
         close(ps.root_fd);
-    for (size_t i = 0; i < b.n_dirs; i++)
-        free(b.dirs[i].path);
-    free(b.dirs);
     prep_job_free(j);
 }
 
@@ -1901,18 +1910,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     stage_prepare_next(st->g);
 out:
     mf_writer_abort(b.w);
-    if (b.parent_fd >= 0)
-        close(b.parent_fd);
-    free(b.parent);
-    if (b.live_parent_fd >= 0)
-        close(b.live_parent_fd);
-    free(b.live_parent);
-    for (size_t i = 0; i < b.n_dirs; i++)
-        free(b.dirs[i].path);
-    free(b.dirs);
-    for (size_t i = 0; i < b.n_sync; i++)
-        free(b.sync_paths[i]);
-    free(b.sync_paths);
+    builder_free(&b);
     stage_abort(st);
     return r;
 }
