@@ -16,6 +16,7 @@
 #include "buf.h"
 #include "db.h"
 #include "err.h"
+#include "generation.h"
 
 #define DBDRIFT_MAX_TABLES 20000
 #define DBDRIFT_MAX_NAME   64
@@ -399,20 +400,6 @@ static int baseline_save(const char *path, uint64_t gen, time_t cleared, const f
 
 /* ---- the check --------------------------------------------------------------------------- */
 
-static uint64_t live_generation(const char *docroot)
-{
-    char real[PATH_MAX];
-    if (!realpath(docroot, real))
-        return 0;
-    /* .../generations/<N>/root */
-    size_t len = strlen(real);
-    if (len < 5 || strcmp(real + len - 5, "/root") != 0)
-        return 0;
-    real[len - 5] = '\0';
-    char *slash = strrchr(real, '/');
-    return slash ? strtoull(slash + 1, NULL, 10) : 0;
-}
-
 /* The generation whose manifest is in L_meta (the database half of the switch), or 0. */
 static uint64_t meta_generation(MYSQL *db, const char *schema)
 {
@@ -493,7 +480,7 @@ int dbdrift_check(const cfg_t *cfg, time_t cleared_at, dbdrift_report_t *ret, ch
         free(rules);
         return ERR_CONFIG;
     }
-    gen = schema ? live_generation(docroot) : 0;
+    gen = schema ? gen_docroot_generation(docroot) : 0;
     r = gen ? dbdrift_rules_from_cfg(cfg, rules, err, err_size) : 1;
     if (r == 0)
         r = baseline_path(cfg, path, sizeof(path));
@@ -512,7 +499,7 @@ int dbdrift_check(const cfg_t *cfg, time_t cleared_at, dbdrift_report_t *ret, ch
     r = compute(db, schema, rules, prefix, &now, err, err_size);
     if (r < 0)
         goto out;
-    if (meta_generation(db, schema) != gen || live_generation(docroot) != gen) {
+    if (meta_generation(db, schema) != gen || gen_docroot_generation(docroot) != gen) {
         r = 1;
         goto out;
     }

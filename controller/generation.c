@@ -75,6 +75,19 @@ int gen_store_staging_fd(const gen_store_t *g)
     return g->staging_fd;
 }
 
+uint64_t gen_docroot_generation(const char *docroot)
+{
+    char real[PATH_MAX];
+    if (!realpath(docroot, real))
+        return 0;
+    size_t len = strlen(real);
+    if (len < 5 || strcmp(real + len - 5, "/root") != 0)
+        return 0;
+    real[len - 5] = '\0';
+    char *slash = strrchr(real, '/');
+    return slash ? strtoull(slash + 1, NULL, 10) : 0;
+}
+
 uint64_t gen_store_live(const gen_store_t *g)
 {
     return g->live;

@@ -52,6 +52,10 @@ void gen_store_close(gen_store_t *g);
 
 /* The live generation (0: none yet), its tree digest and manifest path. */
 uint64_t gen_store_live(const gen_store_t *g);
+
+/* The generation the docroot symlink points at (its target .../generations/<N>/root), read
+ * without opening the store (status, the drift checks); 0 when none or not of that shape. */
+uint64_t gen_docroot_generation(const char *docroot);
 const uint8_t *gen_store_live_digest(const gen_store_t *g);
 const char *gen_store_live_manifest(const gen_store_t *g);
 

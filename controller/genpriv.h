@@ -20,7 +20,7 @@
                        * in the layout and emptied with objects/ */
 #define GEN_TMP "tmp" /* files being written */
 #define GEN_OBJECTS_USED                                                                           \
-    "objects.used" /* the store of a generation now live, removed in the background by the      \
+    "objects.used" /* the store of a generation now live, removed in the background by the         \
                     * preparation of the next tree (files.c) */
 #define GEN_NEXT_DIR                                                                               \
     "next" /* the prepared tree: root/, a link copy of the live generation,                        \

@@ -185,7 +185,8 @@ static int snapshot(const cfg_t *cfg, guard_t *g, char *dir, size_t dir_size, ch
     if (live && lstat(cfg_get(cfg, "site", "docroot"), &st) == 0) {
         snprintf(after, sizeof(after), "@%lld", (long long)st.st_mtime - 1);
         snprintf(path, sizeof(path), "%s/files.tar.zst", dir);
-        char *argv[] = {"tar", "--zstd", "-cf", path, "-C", root, "--newer-mtime", after, ".", NULL};
+        char *argv[] = {"tar", "--zstd",        "-cf", path, "-C",
+                        root,  "--newer-mtime", after, ".",  NULL};
         r = run_tool(argv, err, err_size);
         if (r == 0)
             r = fsync_path(path, false);

@@ -19,6 +19,7 @@
 
 #include "controller.h"
 #include "err.h"
+#include "generation.h"
 #include "guard.h"
 #include "log.h"
 
@@ -403,19 +404,6 @@ static void print_json(const report_t *r)
     printf("]}\n");
 }
 
-static uint64_t live_of(const char *docroot)
-{
-    char real[PATH_MAX];
-    if (!realpath(docroot, real))
-        return 0;
-    size_t len = strlen(real);
-    if (len < 5 || strcmp(real + len - 5, "/root") != 0)
-        return 0;
-    real[len - 5] = '\0';
-    char *slash = strrchr(real, '/');
-    return slash ? strtoull(slash + 1, NULL, 10) : 0;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f, "usage: understudy-controller status --config FILE [--json]\n\n"
@@ -475,7 +463,7 @@ int cmd_status(int argc, char **argv)
         log_error("cannot read the write guard's state: %s", err);
         goto out;
     }
-    rep->live = live_of(rep->docroot);
+    rep->live = gen_docroot_generation(rep->docroot);
     struct stat st;
     if (rep->live && lstat(rep->docroot, &st) == 0)
         rep->switched = st.st_mtime;

@@ -132,8 +132,8 @@ static void resync_done(const syncer_t *s)
 
 /* The body of a sync; the caller sends the Result. */
 static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *begin,
-                     const char *peer, uint64_t *ret_gen, bool *ret_unchanged,
-                     bool *ret_committed, char *err, size_t err_size)
+                     const char *peer, uint64_t *ret_gen, bool *ret_unchanged, bool *ret_committed,
+                     char *err, size_t err_size)
 {
     files_rx_stats_t fst = {0};
     dbrecv_stats_t dst = {0};

@@ -339,7 +339,7 @@ static char tmpdir[64];
 
 static int setup_dir(void **state)
 {
-    strcpy(tmpdir, "/tmp/test-cfg.XXXXXX");
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-cfg.XXXXXX");
     return mkdtemp(tmpdir) ? 0 : -1;
 }
 

@@ -214,7 +214,8 @@ static void test_unreachable(void **state)
 
     memset(&f, 0, sizeof(f));
     uv_loop_init(&loop);
-    assert_int_equal(tls_ctx_new(false, id.ckey, id.ccert, (const char *[]){id.sfp}, 1, &ctx, NULL), 0);
+    assert_int_equal(tls_ctx_new(false, id.ckey, id.ccert, (const char *[]){id.sfp}, 1, &ctx, NULL),
+                     0);
     /* Port 1 on loopback: nobody listens there in a test environment. */
     assert_int_equal(conn_connect(&loop, "127.0.0.1", 1, ctx, &limits, &cli_cb, &f, &c), 0);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -113,7 +113,7 @@ static bool has_example(const drift_report_t *rep, const char *text)
 
 static int setup(void **state)
 {
-    strcpy(root, "/tmp/test-drift-XXXXXX");
+    snprintf(root, sizeof(root), "/tmp/test-drift-XXXXXX");
     assert_non_null(mkdtemp(root));
     snprintf(manifest, sizeof(manifest), "%s.manifest", root);
     put_file("index.php", "<?php // index\n");

@@ -55,7 +55,7 @@ static void add_entry(mf_writer_t *mw, const char *root, const char *rel)
 static int setup(void **state)
 {
     char root[256], manifest[256];
-    strcpy(dir, "/tmp/test-watch-XXXXXX");
+    snprintf(dir, sizeof(dir), "/tmp/test-watch-XXXXXX");
     assert_non_null(mkdtemp(dir));
     snprintf(root, sizeof(root), "%s/data/generations/1/root", dir);
     snprintf(manifest, sizeof(manifest), "%s/data/generations/1/manifest", dir);
