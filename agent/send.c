@@ -245,21 +245,26 @@ static int send_listing(sender_t *sd, bool full)
      * field entry_differs compares), so neither manifest needs reading. */
     if (!full && sd->s->have_base_digest && !memcmp(sd->s->base_digest, sd->s->digest, MF_HASH_LEN))
         goto end;
-    r = mf_reader_open(sd->s->new_path, &rn, NULL);
+    /* Incremental: the scan's own record of what differs (files.c), when it kept one, is the
+     * two manifests without the entries they share; the same merge below lists the same. */
+    bool changes = !full && sd->s->have_changes;
+    const char *new_path = changes ? sd->s->chg_new_path : sd->s->new_path;
+    const char *old_path = changes ? sd->s->chg_old_path : sd->s->manifest_path;
+    r = mf_reader_open(new_path, &rn, NULL);
     if (r < 0)
-        return reader_fail(sd, sd->s->new_path, r);
+        return reader_fail(sd, new_path, r);
     if (!full) {
-        r = mf_reader_open(sd->s->manifest_path, &ro, NULL);
+        r = mf_reader_open(old_path, &ro, NULL);
         if (r < 0) {
             mf_reader_close(rn);
-            return reader_fail(sd, sd->s->manifest_path, r);
+            return reader_fail(sd, old_path, r);
         }
         ho = mf_reader_next(ro, &o);
     }
     hn = mf_reader_next(rn, &n);
     for (;;) {
         if (ho < 0 || hn < 0) {
-            r = reader_fail(sd, ho < 0 ? sd->s->manifest_path : sd->s->new_path, ho < 0 ? ho : hn);
+            r = reader_fail(sd, ho < 0 ? old_path : new_path, ho < 0 ? ho : hn);
             break;
         }
         if (ho == 0 && hn == 0)

@@ -89,21 +89,31 @@ int mf_digest_init(mf_digest_t *d)
     return 0;
 }
 
+/* The digest's record of e in buf (at least MF_DIGEST_MAX); returns its length. */
+#define MF_DIGEST_MAX (4 + MF_PATH_MAX + MF_FIXED + 4 + MF_PATH_MAX)
+
+static size_t digest_record(const mf_entry_t *e, size_t plen, size_t llen, uint8_t *buf)
+{
+    uint8_t *p = buf;
+    put_u32(p, (uint32_t)plen);
+    memcpy(p + 4, e->path, plen);
+    p += 4 + plen;
+    encode_fixed(e, p, true);
+    p += MF_FIXED;
+    put_u32(p, (uint32_t)llen);
+    if (llen)
+        memcpy(p + 4, e->link_target, llen);
+    return (size_t)(p + 4 + llen - buf);
+}
+
 void mf_digest_add(mf_digest_t *d, const mf_entry_t *e)
 {
-    uint8_t len[4], fixed[MF_FIXED];
-    size_t plen = strlen(e->path);
-    size_t llen = e->kind == MF_SYMLINK && e->link_target ? strlen(e->link_target) : 0;
-
-    put_u32(len, (uint32_t)plen);
-    EVP_DigestUpdate(d->ctx, len, 4);
-    EVP_DigestUpdate(d->ctx, e->path, plen);
-    encode_fixed(e, fixed, true);
-    EVP_DigestUpdate(d->ctx, fixed, sizeof(fixed));
-    put_u32(len, (uint32_t)llen);
-    EVP_DigestUpdate(d->ctx, len, 4);
-    if (llen)
-        EVP_DigestUpdate(d->ctx, e->link_target, llen);
+    uint8_t buf[MF_DIGEST_MAX];
+    size_t plen = strnlen(e->path, MF_PATH_MAX);
+    size_t llen =
+        e->kind == MF_SYMLINK && e->link_target ? strnlen(e->link_target, MF_PATH_MAX) : 0;
+    /* One update per entry: the same bytes as field by field, at a fraction of the calls. */
+    EVP_DigestUpdate(d->ctx, buf, digest_record(e, plen, llen, buf));
 }
 
 void mf_digest_final(mf_digest_t *d, uint8_t ret[MF_HASH_LEN])
@@ -202,7 +212,6 @@ fail:
 
 int mf_writer_add(mf_writer_t *w, const mf_entry_t *e)
 {
-    uint8_t head[4], fixed[MF_FIXED], tail[4 + 24];
     size_t plen = strlen(e->path);
     size_t llen = e->kind == MF_SYMLINK && e->link_target ? strlen(e->link_target) : 0;
 
@@ -216,19 +225,18 @@ int mf_writer_add(mf_writer_t *w, const mf_entry_t *e)
     memcpy(copy, e->path, plen + 1);
     w->last = copy;
 
-    put_u32(head, (uint32_t)plen);
-    encode_fixed(e, fixed, false);
-    put_u32(tail, (uint32_t)llen);
-    if (fwrite(head, 4, 1, w->f) != 1 || fwrite(e->path, 1, plen, w->f) != plen ||
-        fwrite(fixed, sizeof(fixed), 1, w->f) != 1 || fwrite(tail, 4, 1, w->f) != 1 ||
-        (llen && fwrite(e->link_target, 1, llen, w->f) != llen))
+    /* The file's record is the digest's record (with the mode of a symlink) plus the cache
+     * fields: built once, written with one call, digested with one. */
+    uint8_t buf[MF_DIGEST_MAX + 24];
+    size_t n = digest_record(e, plen, llen, buf);
+    EVP_DigestUpdate(w->digest.ctx, buf, n);
+    if (e->kind == MF_SYMLINK)
+        put_u32(buf + 4 + plen + 1, e->mode & 07777);
+    put_u64(buf + n, e->dev);
+    put_u64(buf + n + 8, e->ino);
+    put_u64(buf + n + 16, (uint64_t)e->ctime_ns);
+    if (fwrite_unlocked(buf, 1, n + 24, w->f) != n + 24)
         return UV_EIO;
-    put_u64(tail, e->dev);
-    put_u64(tail + 8, e->ino);
-    put_u64(tail + 16, (uint64_t)e->ctime_ns);
-    if (fwrite(tail, 24, 1, w->f) != 1)
-        return UV_EIO;
-    mf_digest_add(&w->digest, e);
     w->count++;
     return 0;
 }
@@ -305,7 +313,7 @@ int mf_reader_open(const char *path, mf_reader_t **ret, bool *ret_missing)
         *ret = r; /* empty */
         return 0;
     }
-    if (fread(magic, 1, strlen(MF_MAGIC), r->f) != strlen(MF_MAGIC) ||
+    if (fread_unlocked(magic, 1, strlen(MF_MAGIC), r->f) != strlen(MF_MAGIC) ||
         memcmp(magic, MF_MAGIC, strlen(MF_MAGIC)) != 0) {
         mf_reader_close(r);
         return ERR_PROTOCOL;
@@ -325,7 +333,7 @@ static int read_string(FILE *f, char **buf, size_t *cap, size_t len)
         *buf = p;
         *cap = len + 1;
     }
-    if (len && fread(*buf, 1, len, f) != len)
+    if (len && fread_unlocked(*buf, 1, len, f) != len)
         return ERR_PROTOCOL;
     (*buf)[len] = '\0';
     return 0;
@@ -352,7 +360,7 @@ int mf_reader_next(mf_reader_t *r, mf_entry_t *e)
 
     if (!r->f)
         return 0;
-    size_t n = fread(head, 1, 4, r->f);
+    size_t n = fread_unlocked(head, 1, 4, r->f);
     if (n == 0 && feof(r->f))
         return 0;
     if (n != 4)
@@ -368,12 +376,12 @@ int mf_reader_next(mf_reader_t *r, mf_entry_t *e)
         return rc;
     if (!r->path[0] || (r->last_cap && mf_path_cmp(r->last, r->path) >= 0))
         return ERR_PROTOCOL;
-    if (fread(fixed, sizeof(fixed), 1, r->f) != 1 || fread(head, 4, 1, r->f) != 1)
+    if (fread_unlocked(fixed, sizeof(fixed), 1, r->f) != 1 || fread_unlocked(head, 4, 1, r->f) != 1)
         return ERR_PROTOCOL;
     rc = read_string(r->f, &r->link, &r->link_cap, get_u32(head));
     if (rc < 0)
         return rc;
-    if (fread(tail, sizeof(tail), 1, r->f) != 1)
+    if (fread_unlocked(tail, sizeof(tail), 1, r->f) != 1)
         return ERR_PROTOCOL;
     memset(e, 0, sizeof(*e));
     e->path = r->path;

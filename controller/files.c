@@ -23,10 +23,21 @@
  * the listing changed is replaced, what it deleted is removed, and every file it keeps is checked
  * with one fstatat against the manifest (a link shares its inode with the live file, so a file
  * changed in place on the backup shows here and takes the careful path of place_file, which
- * refuses it as before). Everything else -- a full listing, a resync after resolve, a prepared
- * tree for another generation (rollback, recovery) or without base (the job was cut off, even by
- * SIGKILL) -- builds from scratch as before. The prepared tree is under data/staging, never
- * under the docroot, and no file in it is ever written in place.
+ * refuses it as before).
+ *
+ * The watch: that check is one fstatat per file of the site, as much as the agent's own scan.
+ * The job therefore also watches every live directory (inotify, before linking its files) and
+ * checks each link once against the manifest as it makes it; when the job ends with nothing
+ * seen, the store keeps the watch for the sync (gen_store_put_watch). A sync patching that tree
+ * takes the files it keeps unchanged as they are, and just before the switch reads the watch:
+ * any event at all (a write, a create, a chmod in any live directory, a queue overflow) and it
+ * checks every file after all, refusing a changed one. Writes through another name of a live
+ * inode (an older generation's tree, under data/) are not seen by a directory watch; those
+ * trees are the controller's own. Without the watch (no inotify, the watch limit, a file that
+ * did not match) the sync checks every file as before. Everything else -- a full listing, a resync
+ * after resolve, a prepared tree for another generation (rollback, recovery) or without base (the
+ * job was cut off, even by SIGKILL) -- builds from scratch as before. The prepared tree is under
+ * data/staging, never under the docroot, and no file in it is ever written in place.
  */
 #include "files.h"
 
@@ -39,6 +50,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -208,11 +222,39 @@ static int refuse(stage_t *st, char *err, size_t err_size, const char *path, siz
                    safefs_quote(path, len, q, sizeof(q)), why);
 }
 
+/* dir/<first two hex digits>/<hex>: the store is spread over 256 directories. */
 static void hash_hex_name(char *out, size_t size, const char *dir, const uint8_t *hash)
 {
     char hex[2 * MF_HASH_LEN + 1];
     mf_hash_hex(hash, hex);
-    snprintf(out, size, "%s/%s", dir, hex);
+    snprintf(out, size, "%s/%.2s/%s", dir, hex, hex);
+}
+
+/* Creates the directory of a store path made by hash_hex_name (once it is missing). */
+static int make_object_dir(int staging_fd, const char *name)
+{
+    char dir[256];
+    const char *slash = strrchr(name, '/');
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - name) : 0, name);
+    return mkdirat(staging_fd, dir, 0700) == 0 || errno == EEXIST ? 0 : -errno;
+}
+
+/* Creates objects/ as the top of its own directory hierarchy for ext4's Orlov allocator
+ * (FS_TOPDIR_FL, chattr +T): its 256 directories, and so the received files in them, spread
+ * over the filesystem's block groups instead of crowding the group of staging/. Without an
+ * allocator that cares (or the ioctl), only the mkdir counts. */
+static void make_store(int staging_fd)
+{
+    (void)mkdirat(staging_fd, GEN_OBJECTS, 0700);
+    int fd = openat(staging_fd, GEN_OBJECTS, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int flags = 0;
+    if (fd < 0)
+        return;
+    if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && !(flags & FS_TOPDIR_FL)) {
+        flags |= FS_TOPDIR_FL;
+        (void)ioctl(fd, FS_IOC_SETFLAGS, &flags);
+    }
+    close(fd);
 }
 
 /* Whether dirfd/name holds no entry (or cannot be read: then it is probed entry by entry). */
@@ -267,7 +309,7 @@ int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size)
         r = set_err(err, err_size, -errno, "cannot create the staging area: %s", strerror(errno));
         goto fail;
     }
-    (void)mkdirat(st->staging_fd, GEN_OBJECTS, 0700);
+    make_store(st->staging_fd);
     (void)mkdirat(st->staging_fd, GEN_PARTIAL, 0700);
     st->store_empty =
         dir_is_empty(st->staging_fd, GEN_OBJECTS) && dir_is_empty(st->staging_fd, GEN_PARTIAL);
@@ -639,8 +681,10 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
                 goto out;
             }
             /* From the start: truncate on open; resuming: keep what the earlier run wrote. */
-            k.fd = openat(st->staging_fd, name,
-                          O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (off ? 0 : O_TRUNC), 0600);
+            int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (off ? 0 : O_TRUNC);
+            k.fd = openat(st->staging_fd, name, flags, 0600);
+            if (k.fd < 0 && errno == ENOENT && make_object_dir(st->staging_fd, name) == 0)
+                k.fd = openat(st->staging_fd, name, flags, 0600);
             if (k.fd < 0) {
                 r = set_err(err, err_size, -errno, "cannot write %s: %s", name, strerror(errno));
                 goto out;
@@ -748,7 +792,9 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
     bool meta = set_meta(st, k.fd, &me) == 0;
     /* No fsync per file: syncfs before the switch makes the generation durable, and an object
      * a crash may have left half-written is hashed again before a later sync reuses it. */
-    if (strcmp(name, final) != 0 && renameat(st->staging_fd, name, st->staging_fd, final) < 0) {
+    if (strcmp(name, final) != 0 && renameat(st->staging_fd, name, st->staging_fd, final) < 0 &&
+        (errno != ENOENT || make_object_dir(st->staging_fd, final) < 0 ||
+         renameat(st->staging_fd, name, st->staging_fd, final) < 0)) {
         r = set_err(err, err_size, -errno, "cannot store %s: %s", final, strerror(errno));
         goto out;
     }
@@ -1079,6 +1125,9 @@ typedef struct builder {
      * changed), paths in the new tree; see finish_dirs. */
     char **sync_paths;
     size_t n_sync, cap_sync;
+    /* Patching a watched prepared tree (see "The watch" above): a file the listing keeps as the
+     * live manifest has it is taken as prepared, without a look at it. */
+    bool trust;
 } builder_t;
 
 /* Releases what a builder holds (not its writer). */
@@ -1394,7 +1443,8 @@ static int patch_drop(builder_t *b, const mf_entry_t *e, char *err, size_t err_s
 }
 
 /* Adds e to the new manifest and creates it in the new tree. */
-static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, char *err, size_t err_size)
+static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, bool as_live, char *err,
+                size_t err_size)
 {
     stage_t *st = b->st;
     const gen_opts_t *o = gen_store_opts(st->g);
@@ -1416,6 +1466,8 @@ static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, char *er
         return refuse(st, err, err_size, e->path, plen,
                       dirfd == -ENOENT ? "its directory is not in the tree"
                                        : "its directory is not a directory of the tree");
+    if (b->trust && as_live && e->kind == MF_REGULAR && strcmp(e->path, GEN_REWRITTEN_FILE) != 0)
+        return 0; /* the prepared link, checked when it was made and watched since */
     if (b->patch) {
         r = patch_entry(b, e, live_same_path, dirfd, name);
         if (r == 1)
@@ -1528,7 +1580,7 @@ static int build(builder_t *b, char *err, size_t err_size)
                     r = -ENOMEM;
             }
             if (!drop && r == 0)
-                r = emit(b, &l, true, err, err_size);
+                r = emit(b, &l, true, true, err, err_size);
             else if (r == 0 && b->patch && !below) /* below: went with its directory */
                 r = patch_drop(b, &l, err, err_size);
             lr = mf_reader_next(L, &l);
@@ -1537,7 +1589,7 @@ static int build(builder_t *b, char *err, size_t err_size)
                 r = refuse(st, err, err_size, u.path, strlen(u.path),
                            "listed under a directory that is deleted or replaced");
             else
-                r = emit(b, &u, false, err, err_size);
+                r = emit(b, &u, false, false, err, err_size);
             ur = mf_reader_next(U, &u);
         } else {
             /* Changed: a live directory replaced by something else loses its subtree. */
@@ -1549,8 +1601,9 @@ static int build(builder_t *b, char *err, size_t err_size)
             }
             bool same = l.kind == MF_REGULAR && u.kind == MF_REGULAR &&
                         !memcmp(l.hash, u.hash, MF_HASH_LEN);
+            bool as_live = same && l.mode == u.mode && l.mtime_ns == u.mtime_ns && l.size == u.size;
             if (r == 0)
-                r = emit(b, &u, same, err, err_size);
+                r = emit(b, &u, same, as_live, err, err_size);
             ur = mf_reader_next(U, &u);
             lr = mf_reader_next(L, &l);
         }
@@ -1629,13 +1682,44 @@ static int finish_dirs(builder_t *b, char *err, size_t err_size)
 #define NEXT_ROOT GEN_NEXT_DIR "/root"
 #define NEXT_BASE GEN_NEXT_DIR "/base"
 
+/* What can change a live file or a directory's entries, seen from the directory's watch. */
+#define WATCH_MASK                                                                                 \
+    (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_FROM |              \
+     IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+
+/* Adds dirfd's directory to the watch; false when it cannot (no /proc, the watch limit). */
+static bool watch_dir(int watch_fd, int dirfd)
+{
+    char p[64];
+    snprintf(p, sizeof(p), "/proc/self/fd/%d", dirfd);
+    return inotify_add_watch(watch_fd, p, WATCH_MASK) >= 0;
+}
+
+/* Whether anything happened under the watch since it began (reads it empty). */
+static bool watch_fired(int watch_fd)
+{
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    bool fired = false;
+    for (;;) {
+        ssize_t n = read(watch_fd, buf, sizeof(buf));
+        if (n > 0) {
+            fired = true;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        return fired || !(n < 0 && errno == EAGAIN);
+    }
+}
+
 typedef struct prep_job {
     gen_store_t *g;
     uint64_t base;
-    char *manifest; /* the base generation's manifest */
-    int staging_fd; /* the store's */
-    int live_fd;    /* the base generation's root, owned */
-    bool chown;     /* [site] owner as the store had it when the job began */
+    char *manifest;  /* the base generation's manifest */
+    int staging_fd;  /* the store's */
+    int live_fd;     /* the base generation's root, owned */
+    bool chown;      /* [site] owner as the store had it when the job began */
+    bool clean_only; /* the tree is ready: only remove_set_aside */
     uid_t uid;
     gid_t gid;
 } prep_job_t;
@@ -1658,6 +1742,62 @@ static void prep_dirs(const prep_job_t *j, int root_fd, const dirmeta_t *dirs, s
         (void)futimens(fd, ts);
         close(fd);
     }
+}
+
+/* Whether staging holds what a switch set aside: the store of the generation that went live
+ * (objects.used) or generations retention dropped (old.N). */
+static bool have_set_aside(int staging_fd)
+{
+    struct stat s;
+    if (fstatat(staging_fd, GEN_OBJECTS_USED, &s, AT_SYMLINK_NOFOLLOW) == 0)
+        return true;
+    int fd = openat(staging_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    struct dirent *de;
+    bool found = false;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return false;
+    }
+    while (!found && (de = readdir(d)))
+        found = !strncmp(de->d_name, GEN_OLD_PREFIX, strlen(GEN_OLD_PREFIX));
+    closedir(d);
+    return found;
+}
+
+/* Removes what have_set_aside finds, one tree at a time, until cancelled: the rest of the job,
+ * which a sync does not wait for (gen_store_bg_finish). What is left is removed by the next. */
+static void remove_set_aside(const prep_job_t *j)
+{
+    const atomic_bool *stop = gen_store_bg_cancel_flag(j->g);
+    gen_store_bg_interruptible(j->g);
+    if (safefs_rm_tree_until(j->staging_fd, GEN_OBJECTS_USED, stop) < 0)
+        return;
+    while (!gen_store_bg_cancelled(j->g)) {
+        char name[256] = "";
+        int fd = openat(j->staging_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+        struct dirent *de;
+        if (!d) {
+            if (fd >= 0)
+                close(fd);
+            return;
+        }
+        while (!name[0] && (de = readdir(d)))
+            if (!strncmp(de->d_name, GEN_OLD_PREFIX, strlen(GEN_OLD_PREFIX)))
+                snprintf(name, sizeof(name), "%s", de->d_name);
+        closedir(d);
+        if (!name[0] || safefs_rm_tree_until(j->staging_fd, name, stop) < 0)
+            return;
+    }
+}
+
+static void watch_drop(int *watch_fd)
+{
+    if (*watch_fd >= 0)
+        close(*watch_fd);
+    *watch_fd = -1;
 }
 
 static void prep_job_free(prep_job_t *j)
@@ -1692,8 +1832,21 @@ static void prep_main(void *arg)
     mf_entry_t e;
     uint64_t linked = 0;
     int r = -1;
+    int watch;
 
-    safefs_rm_tree(j->staging_fd, GEN_OBJECTS_USED); /* stage_commit set it aside */
+    if (j->clean_only) {
+        remove_set_aside(j);
+        prep_job_free(j);
+        return;
+    }
+    /* The watch: every live directory is watched before its files are linked and checked.
+     * UNDERSTUDY_TEST_NO_WATCH (tests) makes a job without, as without inotify. */
+    watch = getenv("UNDERSTUDY_TEST_NO_WATCH") ? -1 : inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (watch >= 0 && !watch_dir(watch, j->live_fd))
+        watch_drop(&watch);
+    ps.chown = j->chown;
+    ps.uid = j->uid;
+    ps.gid = j->gid;
     safefs_rm_tree(j->staging_fd, GEN_NEXT_DIR);
     if (mkdirat(j->staging_fd, GEN_NEXT_DIR, 0700) < 0 ||
         mkdirat(j->staging_fd, NEXT_ROOT, 0700) < 0 ||
@@ -1713,11 +1866,22 @@ static void prep_main(void *arg)
         if (e.kind == MF_SYMLINK) /* cheap to make at sync time, and rare */
             continue;
         int dirfd = parent_of(&b, e.path, &name);
-        if (dirfd < 0)
+        if (dirfd < 0) {
+            watch_drop(&watch);
             continue;
+        }
         if (e.kind == MF_DIRECTORY) {
-            if (mkdirat(dirfd, name, 0700) < 0)
+            if (mkdirat(dirfd, name, 0700) < 0) {
+                watch_drop(&watch);
                 continue;
+            }
+            if (watch >= 0) {
+                int lfd = safefs_open(j->live_fd, e.path, O_RDONLY | O_DIRECTORY, 0);
+                if (lfd < 0 || !watch_dir(watch, lfd))
+                    watch_drop(&watch);
+                if (lfd >= 0)
+                    close(lfd);
+            }
             if (b.n_dirs == b.cap_dirs) {
                 size_t cap = b.cap_dirs ? 2 * b.cap_dirs : 64;
                 dirmeta_t *d = realloc(b.dirs, cap * sizeof(*d));
@@ -1739,8 +1903,16 @@ static void prep_main(void *arg)
             continue;
         }
         int ldir = live_parent_of(&b, e.path, &lname);
-        if (ldir >= 0 && linkat(ldir, lname, dirfd, name, 0) == 0)
+        if (ldir >= 0 && linkat(ldir, lname, dirfd, name, 0) == 0) {
             linked++;
+            /* Checked once here, after its directory's watch began: the patch trusts it. */
+            struct stat s;
+            if (watch >= 0 && strcmp(e.path, GEN_REWRITTEN_FILE) != 0 &&
+                (fstatat(dirfd, name, &s, AT_SYMLINK_NOFOLLOW) < 0 || !same_stat(&ps, &s, &e)))
+                watch_drop(&watch);
+        } else {
+            watch_drop(&watch);
+        }
     }
     /* Durable before it counts as prepared, so that a sync patching it needs to fsync only
      * what it changes. An fsync per directory rather than a syncfs: the tree is only directory
@@ -1759,11 +1931,16 @@ static void prep_main(void *arg)
         int n = snprintf(text, sizeof(text), "%" PRIu64 "\n", j->base);
         int nfd =
             openat(j->staging_fd, GEN_NEXT_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (watch >= 0 && !watch_fired(watch)) {
+            gen_store_put_watch(j->g, watch, j->base);
+            watch = -1;
+        }
         r = nfd < 0 ? -errno : safefs_write_atomic(nfd, "base", text, (size_t)n, 0600);
         if (nfd >= 0)
             close(nfd);
     }
 report:
+    watch_drop(&watch);
     if (r == 0)
         log_debug("prepared the tree of the next generation (%" PRIu64 " files linked from "
                   "generation %" PRIu64 ")",
@@ -1776,6 +1953,8 @@ report:
     builder_free(&b);
     if (ps.root_fd >= 0)
         close(ps.root_fd);
+    if (r != -ECANCELED)
+        remove_set_aside(j);
     prep_job_free(j);
 }
 
@@ -1785,12 +1964,21 @@ void stage_prepare_next(gen_store_t *g)
     const char *manifest = gen_store_live_manifest(g);
     int staging_fd = gen_store_staging_fd(g);
 
-    if (!live || !manifest || next_ready(staging_fd, live))
+    bool ready = !live || !manifest || next_ready(staging_fd, live);
+    if (ready && !have_set_aside(staging_fd))
         return;
     prep_job_t *j = calloc(1, sizeof(*j));
     if (!j)
         return;
     j->g = g;
+    j->live_fd = -1;
+    j->clean_only = ready;
+    if (ready) {
+        j->staging_fd = staging_fd;
+        if (!gen_store_bg_start(g, prep_main, j))
+            prep_job_free(j);
+        return;
+    }
     j->base = live;
     j->staging_fd = staging_fd;
     j->chown = gen_store_owner(g, &j->uid, &j->gid);
@@ -1798,6 +1986,37 @@ void stage_prepare_next(gen_store_t *g)
     j->live_fd = gen_store_open_live_root(g);
     if (!j->manifest || j->live_fd < 0 || !gen_store_bg_start(g, prep_main, j))
         prep_job_free(j);
+}
+
+/* The files of a patched tree that were taken on trust (all regular files but the rewritten one),
+ * checked against the new manifest at manifest_path. */
+static int check_trusted(builder_t *b, const char *manifest_path, char *err, size_t err_size)
+{
+    mf_reader_t *rd = NULL;
+    mf_entry_t e;
+    int r = mf_reader_open(manifest_path, &rd, NULL);
+    if (r < 0)
+        return set_err(err, err_size, r, "cannot read %s: %s", manifest_path, err_str(r));
+    while ((r = mf_reader_next(rd, &e)) == 1) {
+        const char *name;
+        struct stat s;
+        if (e.kind != MF_REGULAR || !strcmp(e.path, GEN_REWRITTEN_FILE))
+            continue;
+        int dirfd = parent_of(b, e.path, &name);
+        if (dirfd < 0 || fstatat(dirfd, name, &s, AT_SYMLINK_NOFOLLOW) < 0 ||
+            !same_stat(b->st, &s, &e)) {
+            char q[512];
+            r = set_err(err, err_size, ERR_REFUSED,
+                        "the live copy of '%s' was changed on the backup after it went live; "
+                        "see 'understudy-controller status'",
+                        safefs_quote(e.path, strlen(e.path), q, sizeof(q)));
+            break;
+        }
+    }
+    mf_reader_close(rd);
+    if (r < 0 && r != ERR_REFUSED)
+        return set_err(err, err_size, r, "cannot read %s: %s", manifest_path, err_str(r));
+    return r < 0 ? r : 0;
 }
 
 /* Swaps the stage's empty tree for the prepared one when that is a copy of the live generation
@@ -1835,7 +2054,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     builder_t b = {.st = st, .parent_fd = -1, .live_parent_fd = -1};
     uint8_t digest[MF_HASH_LEN];
     char path[PATH_MAX];
-    int r;
+    int watch = -1, r;
 
     if (!st->received) {
         r = set_err(err, err_size, ERR_INTERNAL, "stage_commit before the files were received");
@@ -1847,9 +2066,12 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
         goto out;
     }
     /* A sync that comes while the tree is being prepared waits for it: the rest of the job
-     * would cost it as much as building whole. */
-    gen_store_bg_wait(st->g);
+     * would cost it as much as building whole. Removing what earlier syncs set aside is cut
+     * short instead. */
+    gen_store_bg_finish(st->g);
     r = use_prepared(st, &b.patch, err, err_size);
+    watch = gen_store_take_watch(st->g, gen_store_live(st->g));
+    b.trust = b.patch && watch >= 0;
     if (r == 0)
         r = load_live_tab(st, err, err_size);
     if (r < 0)
@@ -1890,6 +2112,10 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     r = gen_store_prepare(st->g, st->gen, st->root_fd, err, err_size);
     if (r == 0)
         r = finish_dirs(&b, err, err_size);
+    /* Last, the watch: when anything happened in the live tree since the prepared one was
+     * checked, every file taken on trust is looked at after all. */
+    if (r == 0 && b.trust && watch_fired(watch))
+        r = check_trusted(&b, path, err, err_size);
     if (r < 0)
         goto out;
     close(st->root_fd);
@@ -1905,10 +2131,12 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     if (renameat(st->staging_fd, GEN_OBJECTS, st->staging_fd, GEN_OBJECTS_USED) < 0)
         safefs_rm_tree(st->staging_fd, GEN_OBJECTS);
     safefs_rm_tree(st->staging_fd, GEN_PARTIAL);
-    (void)mkdirat(st->staging_fd, GEN_OBJECTS, 0700);
+    make_store(st->staging_fd);
     (void)mkdirat(st->staging_fd, GEN_PARTIAL, 0700);
     stage_prepare_next(st->g);
 out:
+    if (watch >= 0)
+        close(watch);
     mf_writer_abort(b.w);
     builder_free(&b);
     stage_abort(st);

@@ -51,9 +51,12 @@ struct gen_store {
     /* The background job (genpriv.h): bg_started until joined. */
     pthread_t bg;
     bool bg_started;
-    atomic_bool bg_done, bg_cancel;
+    atomic_bool bg_done, bg_cancel, bg_interruptible;
     void (*bg_fn)(void *arg);
     void *bg_arg;
+    /* The prepared tree's watch (genpriv.h), -1 when none. */
+    int watch_fd;
+    uint64_t watch_base;
 };
 
 int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
@@ -453,7 +456,7 @@ int gen_store_open(const gen_opts_t *opts, const gen_hooks_t *hooks, gen_store_t
 
     if (!g)
         return set_err(err, err_size, -ENOMEM, "out of memory");
-    g->data_fd = g->gens_fd = g->staging_fd = g->lock_fd = -1;
+    g->data_fd = g->gens_fd = g->staging_fd = g->lock_fd = g->watch_fd = -1;
     if (!opts->data || opts->data[0] != '/' || !opts->docroot || opts->docroot[0] != '/') {
         r = set_err(err, err_size, ERR_CONFIG, "[site] data and docroot must be absolute paths");
         goto fail;
@@ -549,6 +552,7 @@ bool gen_store_bg_start(gen_store_t *g, void (*fn)(void *arg), void *arg)
     }
     atomic_store(&g->bg_done, false);
     atomic_store(&g->bg_cancel, false);
+    atomic_store(&g->bg_interruptible, false);
     g->bg_fn = fn;
     g->bg_arg = arg;
     if (pthread_create(&g->bg, NULL, bg_main, g) != 0)
@@ -565,9 +569,46 @@ void gen_store_bg_wait(gen_store_t *g)
     g->bg_started = false;
 }
 
+void gen_store_bg_interruptible(gen_store_t *g)
+{
+    atomic_store(&g->bg_interruptible, true);
+}
+
+void gen_store_bg_finish(gen_store_t *g)
+{
+    if (atomic_load(&g->bg_interruptible))
+        atomic_store(&g->bg_cancel, true);
+    gen_store_bg_wait(g);
+}
+
+const atomic_bool *gen_store_bg_cancel_flag(gen_store_t *g)
+{
+    return &g->bg_cancel;
+}
+
 bool gen_store_bg_cancelled(gen_store_t *g)
 {
     return atomic_load(&g->bg_cancel);
+}
+
+void gen_store_put_watch(gen_store_t *g, int fd, uint64_t base)
+{
+    if (g->watch_fd >= 0)
+        close(g->watch_fd);
+    g->watch_fd = fd;
+    g->watch_base = base;
+}
+
+int gen_store_take_watch(gen_store_t *g, uint64_t base)
+{
+    int fd = g->watch_fd;
+    bool match = g->watch_base == base;
+    g->watch_fd = -1;
+    if (fd >= 0 && !match) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
 }
 
 void gen_store_close(gen_store_t *g)
@@ -584,6 +625,8 @@ void gen_store_close(gen_store_t *g)
         close(g->staging_fd);
     if (g->lock_fd >= 0)
         close(g->lock_fd);
+    if (g->watch_fd >= 0)
+        close(g->watch_fd);
     free(g->data);
     free(g->docroot);
     free(g->owner);
@@ -604,9 +647,15 @@ static void prune(gen_store_t *g)
                 oldest = v[i];
             continue;
         }
-        char name[32];
+        char name[32], old[48];
         snprintf(name, sizeof(name), "%" PRIu64, v[i]);
-        int r = safefs_rm_tree(g->gens_fd, name);
+        snprintf(old, sizeof(old), GEN_OLD_PREFIX "%s", name);
+        /* Out of generations/ at once; its files are removed in the background (a tree of a big
+         * site takes as long to remove as a sync takes), or here when it cannot be moved. */
+        safefs_rm_tree(g->staging_fd, old);
+        int r = renameat(g->gens_fd, name, g->staging_fd, old) == 0
+                    ? 0
+                    : safefs_rm_tree(g->gens_fd, name);
         if (r < 0)
             log_warn("cannot remove old generation %s/generations/%s: %s", g->data, name,
                      strerror(-r));

@@ -3,6 +3,7 @@
 #ifndef UNDERSTUDY_GENPRIV_H
 #define UNDERSTUDY_GENPRIV_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -22,6 +23,9 @@
 #define GEN_OBJECTS_USED                                                                           \
     "objects.used" /* the store of a generation now live, removed in the background by the         \
                     * preparation of the next tree (files.c) */
+#define GEN_OLD_PREFIX                                                                             \
+    "old." /* old.N: generation N after retention dropped it, removed in the background by the     \
+            * preparation of the next tree (files.c) */
 #define GEN_NEXT_DIR                                                                               \
     "next" /* the prepared tree: root/, a link copy of the live generation,                        \
             * and base (its number, written last); see files.c */
@@ -60,7 +64,20 @@ int gen_store_install(gen_store_t *g, uint64_t generation, const uint8_t digest[
 bool gen_store_bg_start(gen_store_t *g, void (*fn)(void *arg), void *arg);
 void gen_store_bg_wait(gen_store_t *g);
 bool gen_store_bg_cancelled(gen_store_t *g);
+/* The job says what is left of it may be cut short (cleaning up): gen_store_bg_finish then
+ * cancels it before waiting, where gen_store_bg_wait would wait for the whole of it. The flag
+ * is what gen_store_bg_cancelled reads, for functions that poll it themselves. */
+void gen_store_bg_interruptible(gen_store_t *g);
+void gen_store_bg_finish(gen_store_t *g);
+const atomic_bool *gen_store_bg_cancel_flag(gen_store_t *g);
 
+/* The watch of the prepared tree (files.c): an inotify descriptor watching the live directories
+ * of generation base since the tree was prepared and checked. put takes fd (replacing, and
+ * closing, an earlier one; -1 clears); take hands it over when it was put for base and returns
+ * -1 otherwise (closing one for another base). Called from the background job (put, which
+ * finishes before anyone takes: the sync waits for the job) and from the sync (take). */
+void gen_store_put_watch(gen_store_t *g, int fd, uint64_t base);
+int gen_store_take_watch(gen_store_t *g, uint64_t base);
 /* Formats a one-line reason into err and returns r (for `return set_err(...)`). */
 int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

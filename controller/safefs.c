@@ -100,7 +100,9 @@ int safefs_open_parent(int dirfd, const char *path, const char **ret_name)
     return fd;
 }
 
-static int rm_dir_contents(int fd)
+static int rm_tree(int dirfd, const char *name, unsigned char type, const atomic_bool *stop);
+
+static int rm_dir_contents(int fd, const atomic_bool *stop)
 {
     DIR *d = fdopendir(fd);
     struct dirent *de;
@@ -114,7 +116,11 @@ static int rm_dir_contents(int fd)
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        int e = safefs_rm_tree(dirfd(d), de->d_name);
+        if (stop && atomic_load(stop)) {
+            r = -ECANCELED;
+            break;
+        }
+        int e = rm_tree(dirfd(d), de->d_name, de->d_type, stop);
         if (e < 0 && r == 0)
             r = e;
     }
@@ -122,9 +128,16 @@ static int rm_dir_contents(int fd)
     return r;
 }
 
-int safefs_rm_tree(int dirfd, const char *name)
+/* type: the entry's d_type; what it says is not a directory is unlinked without a look. */
+static int rm_tree(int dirfd, const char *name, unsigned char type, const atomic_bool *stop)
 {
     struct stat st;
+    if (type != DT_DIR && type != DT_UNKNOWN) {
+        if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
+            return 0;
+        if (errno != EISDIR && errno != EPERM) /* EISDIR/EPERM: it became a directory */
+            return -errno;
+    }
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISDIR(st.st_mode))
@@ -143,10 +156,22 @@ int safefs_rm_tree(int dirfd, const char *name)
         (void)fchown(fd, geteuid(), (gid_t)-1);
     if ((st.st_mode & 0700) != 0700 || st.st_uid != geteuid())
         (void)fchmod(fd, 0700);
-    int r = rm_dir_contents(fd);
+    int r = rm_dir_contents(fd, stop);
+    if (r == -ECANCELED)
+        return r;
     if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && r == 0)
         r = -errno;
     return r;
+}
+
+int safefs_rm_tree(int dirfd, const char *name)
+{
+    return rm_tree(dirfd, name, DT_UNKNOWN, NULL);
+}
+
+int safefs_rm_tree_until(int dirfd, const char *name, const atomic_bool *stop)
+{
+    return rm_tree(dirfd, name, DT_UNKNOWN, stop);
 }
 
 int safefs_write_atomic(int dirfd, const char *name, const void *data, size_t len, mode_t mode)

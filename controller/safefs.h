@@ -5,6 +5,8 @@
 #ifndef UNDERSTUDY_SAFEFS_H
 #define UNDERSTUDY_SAFEFS_H
 
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -22,6 +24,8 @@ int safefs_open_parent(int dirfd, const char *path, const char **ret_name);
  * directories are made writable first so read-only trees go too. A missing name is success.
  * Returns 0 or the first negative errno. */
 int safefs_rm_tree(int dirfd, const char *name);
+/* The same, stopping with -ECANCELED (the tree partly removed) once *stop is true. */
+int safefs_rm_tree_until(int dirfd, const char *name, const atomic_bool *stop);
 
 /* Writes data to name in dirfd (mode `mode`) through a temp file, fsync and rename, then fsyncs
  * dirfd: a reader sees the old or the new content, never a mix. Returns 0 or a negative errno. */

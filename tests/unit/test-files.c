@@ -1,8 +1,10 @@
 /* Tests for the agent's files phase (agent/files.c, agent/send.c, agent/exclude.c): walk order and
  * excludes on a generated tree, the quick check (an unchanged rescan reads no file), git's racy
- * clean rule, incremental against full listings, and whole sessions over an in-memory pipe with
- * a fake controller thread written here (independently of controller/files.c) that asks for
- * whole files and librsync deltas, rebuilds every file and compares it with the bytes on disk. */
+ * clean rule, incremental against full listings, the threaded walk against the single-threaded
+ * one, manifest.new written only when something changed, and whole sessions over an in-memory
+ * pipe with a fake controller thread written here (independently of controller/files.c) that
+ * asks for whole files and librsync deltas, rebuilds every file and compares it with the bytes
+ * on disk. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -29,6 +32,7 @@
 
 #include "err.h"
 #include "exclude.h"
+#include "files-internal.h" /* have_changes */
 #include "files.h"
 #include "manifest.h"
 #include "msgpipe.h"
@@ -1049,6 +1053,23 @@ static void test_incremental_vs_full(void **st)
         assert_memory_equal(m->hash, full.v[i].hash, full.v[i].kind == MF_REGULAR ? 32 : 0);
     }
     list_free(&model);
+
+    /* That listing came from the scan's change spools; without them (one could not be
+     * written) the two manifests merged whole give the same entries. */
+    assert_true(s->have_changes);
+    entlist_t spooled = f.entries;
+    memset(&f, 0, sizeof(f));
+    s->have_changes = false;
+    r = run_session(s, &f, false, 3);
+    s->have_changes = true;
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(f.entries.n, spooled.n);
+    for (size_t i = 0; i < spooled.n; i++) {
+        assert_string_equal(f.entries.v[i].path, spooled.v[i].path);
+        assert_int_equal(f.entries.v[i].deleted, spooled.v[i].deleted);
+        assert_int_equal(f.entries.v[i].kind, spooled.v[i].kind);
+    }
+    list_free(&spooled);
     list_free(&f.entries);
 
     /* The full listing of the same scan is the new manifest, entry for entry, and its digest
@@ -1224,6 +1245,377 @@ static void test_state_lock(void **st)
     files_scan_free(s);
 }
 
+/* ---- the parallel walk and the lazy manifest ---- */
+
+/* A tree of a few hundred directories, more than the read-ahead holds at once: names that sort
+ * differently bytewise and in walk order ("d", "d-x", "d.x", "d/..."), empty directories, files,
+ * symlinks. */
+static void make_wide_tree(void)
+{
+    char rel[256], text[64];
+    for (int i = 0; i < 24; i++) {
+        snprintf(rel, sizeof(rel), "d%02d", i);
+        make_dir(rel, 0755);
+        snprintf(rel, sizeof(rel), "d%02d-x", i);
+        write_str(rel, "dash\n", 0644);
+        snprintf(rel, sizeof(rel), "d%02d.x", i);
+        make_dir(rel, 0700);
+        for (int j = 0; j < 12; j++) {
+            snprintf(rel, sizeof(rel), "d%02d/s%02d", i, j);
+            make_dir(rel, 0755);
+            for (int k = 0; k < 3; k++) {
+                snprintf(rel, sizeof(rel), "d%02d/s%02d/f%d.php", i, j, k);
+                snprintf(text, sizeof(text), "<?php /* %d %d %d */\n", i, j, k);
+                write_str(rel, text, 0644);
+            }
+            if (j % 4 == 0) {
+                snprintf(rel, sizeof(rel), "d%02d/s%02d/deep", i, j);
+                make_dir(rel, 0755);
+                snprintf(rel, sizeof(rel), "d%02d/s%02d/deep/x", i, j);
+                write_str(rel, "x\n", 0600);
+                snprintf(rel, sizeof(rel), "d%02d/s%02d/link", i, j);
+                make_link("f0.php", rel);
+            }
+        }
+    }
+    write_str("index.php", "<?php\n", 0644);
+}
+
+static void set_threads(const char *n)
+{
+    if (n)
+        assert_int_equal(setenv("UNDERSTUDY_SCAN_THREADS", n, 1), 0);
+    else
+        assert_int_equal(unsetenv("UNDERSTUDY_SCAN_THREADS"), 0);
+}
+
+static uint8_t *read_state(const char *name, size_t *ret_len)
+{
+    char p[PATH_MAX * 2];
+    at(p, sizeof(p), state, name);
+    return read_all(p, ret_len);
+}
+
+static bool state_has(const char *name)
+{
+    char p[PATH_MAX * 2];
+    at(p, sizeof(p), state, name);
+    return access(p, F_OK) == 0;
+}
+
+/* Scans with threads readers and returns manifest.new's bytes (a first scan writes it). */
+static uint8_t *scan_bytes(const char *threads, size_t *ret_len, uint8_t digest[MF_HASH_LEN],
+                           uint64_t *ret_count)
+{
+    set_threads(threads);
+    files_scan_t *s = scan();
+    set_threads(NULL);
+    uint8_t *b = read_state("manifest.new", ret_len);
+    memcpy(digest, files_scan_digest(s), MF_HASH_LEN);
+    *ret_count = files_scan_count(s);
+    files_scan_free(s);
+    assert_false(state_has("manifest.new"));
+    return b;
+}
+
+static void test_threads_same_manifest(void **st)
+{
+    (void)st;
+    uint8_t d1[MF_HASH_LEN], d[MF_HASH_LEN];
+    size_t n1, n;
+    uint64_t c1, c;
+
+    make_wide_tree();
+    uint8_t *one = scan_bytes("1", &n1, d1, &c1);
+    assert_true(c1 > 1000);
+    const char *const counts[] = {"2", "3", "4", NULL};
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        uint8_t *b = scan_bytes(counts[i], &n, d, &c);
+        assert_int_equal(n, n1);
+        assert_memory_equal(b, one, n1);
+        assert_memory_equal(d, d1, MF_HASH_LEN);
+        assert_int_equal(c, c1);
+        free(b);
+    }
+    free(one);
+}
+
+/* An unchanged rescan writes nothing: the saved manifest serves as this scan's, for the
+ * listing and for commits, and nothing removes or renames it. */
+static void test_unchanged_rescan_writes_no_manifest(void **st)
+{
+    (void)st;
+    fake_t f = {0};
+    char mp[PATH_MAX * 2];
+    struct stat a, b;
+    size_t n1, n2;
+
+    make_wide_tree();
+    age_tree();
+    files_scan_t *s = scan();
+    uint8_t d1[MF_HASH_LEN];
+    memcpy(d1, files_scan_digest(s), MF_HASH_LEN);
+    uint64_t c1 = files_scan_count(s);
+    assert_int_equal(files_scan_commit(s, 7), 0);
+    files_scan_free(s);
+    at(mp, sizeof(mp), state, "manifest");
+    assert_int_equal(stat(mp, &a), 0);
+    uint8_t *saved = read_state("manifest", &n1);
+
+    /* Unchanged, then freed without a commit (a failed session): the manifest stays. */
+    s = scan();
+    assert_false(state_has("manifest.new"));
+    assert_int_equal(files_scan_hashed(s), 0);
+    assert_int_equal(files_scan_base_generation(s), 7);
+    assert_int_equal(files_scan_count(s), c1);
+    assert_memory_equal(files_scan_digest(s), d1, MF_HASH_LEN);
+    files_scan_free(s);
+    assert_true(state_has("manifest"));
+
+    /* Unchanged: incremental and full listings both work from the saved manifest. */
+    s = scan();
+    session_t r = run_session(s, &f, false, 7);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(f.entries.n, 0);
+    list_free(&f.entries);
+    memset(&f, 0, sizeof(f));
+    f.dry_run = true;
+    r = run_session(s, &f, true, 7);
+    assert_int_equal(r.rc, 0);
+    assert_string_equal(f.fail, "");
+    assert_int_equal(f.entries.n, c1);
+    assert_int_equal(f.count, c1);
+    assert_memory_equal(f.digest, d1, MF_HASH_LEN);
+    list_free(&f.entries);
+    /* Committed for the same generation: nothing is written. */
+    assert_int_equal(files_scan_commit(s, 7), 0);
+    files_scan_free(s);
+    assert_int_equal(stat(mp, &b), 0);
+    assert_int_equal(a.st_ino, b.st_ino);
+    assert_false(state_has("manifest.new"));
+
+    /* Committed for another generation: saved again, the same bytes, with the new number. */
+    s = scan();
+    assert_false(state_has("manifest.new"));
+    assert_int_equal(files_scan_commit(s, 8), 0);
+    files_scan_free(s);
+    assert_int_equal(stat(mp, &b), 0);
+    assert_int_not_equal(a.st_ino, b.st_ino);
+    /* with the saved manifest's mtime: the racy rule's reference is unchanged */
+    assert_int_equal(a.st_mtim.tv_sec, b.st_mtim.tv_sec);
+    assert_int_equal(a.st_mtim.tv_nsec, b.st_mtim.tv_nsec);
+    uint8_t *again = read_state("manifest", &n2);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(saved, again, n1);
+    free(again);
+    assert_false(state_has("manifest.new"));
+    s = scan();
+    assert_int_equal(files_scan_base_generation(s), 8);
+    assert_int_equal(files_scan_hashed(s), 0);
+    assert_memory_equal(files_scan_digest(s), d1, MF_HASH_LEN);
+    files_scan_free(s);
+    free(saved);
+}
+
+/* Scans into a fresh state directory and returns the manifest's bytes. */
+static uint8_t *fresh_scan_bytes(size_t *ret_len, uint8_t digest[MF_HASH_LEN])
+{
+    char saved_state[sizeof(state)], p[PATH_MAX * 2];
+    memcpy(saved_state, state, sizeof(state));
+    if (snprintf(state, sizeof(state), "%s/fresh-state", tmp) >= (int)sizeof(state))
+        fail_msg("path too long");
+    files_scan_t *s = scan();
+    uint8_t *b = read_state("manifest.new", ret_len);
+    memcpy(digest, files_scan_digest(s), MF_HASH_LEN);
+    files_scan_free(s);
+    at(p, sizeof(p), state, "lock");
+    unlink(p);
+    rmdir(state);
+    memcpy(state, saved_state, sizeof(state));
+    return b;
+}
+
+/* After a change the lazily started manifest.new is what a full scan writes, whatever the
+ * place of the first difference. */
+static void check_rescan_like_fresh(uint64_t generation)
+{
+    size_t n, nf;
+    uint8_t d[MF_HASH_LEN], df[MF_HASH_LEN];
+    files_scan_t *s = scan();
+    uint8_t *b = read_state("manifest.new", &n);
+    memcpy(d, files_scan_digest(s), MF_HASH_LEN);
+    uint8_t *fresh = fresh_scan_bytes(&nf, df);
+    assert_int_equal(n, nf);
+    assert_memory_equal(b, fresh, n);
+    assert_memory_equal(d, df, MF_HASH_LEN);
+    assert_int_equal(files_scan_commit(s, generation), 0);
+    files_scan_free(s);
+    assert_false(state_has("manifest.new"));
+    free(b);
+    free(fresh);
+}
+
+static void test_changed_rescan_like_fresh(void **st)
+{
+    (void)st;
+    char p[PATH_MAX * 2];
+    make_wide_tree();
+    age_tree();
+    files_scan_t *s = scan();
+    assert_int_equal(files_scan_commit(s, 1), 0);
+    files_scan_free(s);
+
+    write_str("d11/s05/f1.php", "<?php /* changed in the middle */\n", 0644);
+    check_rescan_like_fresh(2);
+    write_str("-first", "a new first entry\n", 0644);
+    check_rescan_like_fresh(3);
+    at(p, sizeof(p), root, "index.php"); /* the last entry of the walk */
+    assert_int_equal(unlink(p), 0);
+    check_rescan_like_fresh(4);
+    at(p, sizeof(p), root, "d23/s11/f2.php"); /* the last entry again */
+    assert_int_equal(chmod(p, 0600), 0);
+    check_rescan_like_fresh(5);
+    /* And unchanged after all that: nothing written. */
+    s = scan();
+    assert_false(state_has("manifest.new"));
+    assert_int_equal(files_scan_base_generation(s), 5);
+    files_scan_free(s);
+}
+
+/* Runs a scan of root as the user nobody when this test runs as root (root reads everything),
+ * for the permission checks; returns the code and the error text. */
+static int scan_unprivileged(const char *threads, char *err, size_t err_size)
+{
+    files_opts_t o = {
+        .root = root, .state_dir = state, .excludes = default_excludes, .n_excludes = 2};
+    files_scan_t *s = NULL;
+    int r;
+
+    set_threads(threads);
+    if (geteuid() != 0) {
+        r = files_scan(&o, &s, err, err_size);
+        files_scan_free(s);
+        set_threads(NULL);
+        return r;
+    }
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        if (setgid(65534) != 0 || setuid(65534) != 0)
+            _exit(100);
+        r = files_scan(&o, &s, err, err_size);
+        files_scan_free(s);
+        (void)!write(pfd[1], &r, sizeof(r));
+        (void)!write(pfd[1], err, strlen(err) + 1);
+        _exit(0);
+    }
+    close(pfd[1]);
+    set_threads(NULL);
+    size_t got = 0;
+    char buf[sizeof(int) + 1100];
+    ssize_t n;
+    while (got < sizeof(buf) && (n = read(pfd[0], buf + got, sizeof(buf) - got)) > 0)
+        got += (size_t)n;
+    close(pfd[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    if (WEXITSTATUS(status) == 100)
+        return INT_MIN; /* cannot become nobody here */
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_true(got > sizeof(int));
+    memcpy(&r, buf, sizeof(int));
+    buf[sizeof(buf) - 1] = '\0';
+    size_t len = strnlen(buf + sizeof(int), err_size - 1);
+    memcpy(err, buf + sizeof(int), len);
+    err[len] = '\0';
+    return r;
+}
+
+static int chmod_all(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)ftw;
+    if (flag == FTW_SL)
+        return 0;
+    chmod(path, S_ISDIR(sb->st_mode) ? 0755 : 0644);
+    return 0;
+}
+
+static void test_unreadable_dir(void **st)
+{
+    (void)st;
+    char p[PATH_MAX * 2], err[1024], want[PATH_MAX * 3];
+    make_wide_tree();
+    make_dir("d07/s03/locked", 0755);
+    write_str("d07/s03/locked/secret", "secret\n", 0644);
+    /* Everything readable by nobody, the state directory writable. */
+    nftw(root, chmod_all, 16, FTW_PHYS);
+    assert_int_equal(chmod(tmp, 0755), 0);
+    assert_int_equal(mkdir(state, 0700), 0);
+    if (geteuid() == 0)
+        assert_int_equal(chown(state, 65534, 65534), 0);
+    at(p, sizeof(p), root, "d07/s03/locked");
+    assert_int_equal(chmod(p, 0), 0);
+    snprintf(want, sizeof(want),
+             "cannot open %s/d07/s03/locked: Permission denied; fix its permissions or add it to "
+             "[site] exclude",
+             root);
+    const char *const counts[] = {"1", "2", "4"};
+    for (size_t i = 0; i < 3; i++) {
+        int r = scan_unprivileged(counts[i], err, sizeof(err));
+        if (r == INT_MIN)
+            skip();
+        assert_int_equal(r, UV_EACCES);
+        assert_string_equal(err, want);
+    }
+    /* Its file unreadable instead: the error names the file. */
+    assert_int_equal(chmod(p, 0755), 0);
+    at(p, sizeof(p), root, "d07/s03/locked/secret");
+    assert_int_equal(chmod(p, 0), 0);
+    snprintf(want, sizeof(want),
+             "cannot read %s/d07/s03/locked/secret: Permission denied; fix its permissions or "
+             "add it to [site] exclude",
+             root);
+    for (size_t i = 0; i < 3; i++) {
+        int r = scan_unprivileged(counts[i], err, sizeof(err));
+        assert_int_equal(r, UV_EACCES);
+        assert_string_equal(err, want);
+    }
+    assert_int_equal(chmod(p, 0644), 0);
+}
+
+/* An error deep in the walk, with workers busy reading ahead, ends the scan cleanly (the ASan
+ * build checks for leaks) and as before. */
+static void test_too_deep(void **st)
+{
+    (void)st;
+    char rel[4096] = "deep", err[1024];
+    size_t len = 4;
+    make_wide_tree();
+    make_dir(rel, 0755);
+    for (int i = 0; i < 257; i++) {
+        memcpy(rel + len, "/n", 3);
+        len += 2;
+        make_dir(rel, 0755);
+    }
+    const char *const counts[] = {"1", "2", "4"};
+    for (size_t i = 0; i < 3; i++) {
+        files_opts_t o = {.root = root, .state_dir = state};
+        files_scan_t *s = NULL;
+        set_threads(counts[i]);
+        int r = files_scan(&o, &s, err, sizeof(err));
+        set_threads(NULL);
+        assert_int_equal(r, UV_ELOOP);
+        assert_null(s);
+        assert_non_null(strstr(err, "directories nested deeper than 256 levels at"));
+        assert_false(state_has("manifest.new"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1238,6 +1630,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dry_run_and_changed_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bandwidth_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_lock, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_threads_same_manifest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unchanged_rescan_writes_no_manifest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_changed_rescan_like_fresh, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_too_deep, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

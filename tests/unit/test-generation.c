@@ -999,7 +999,7 @@ static ino_t inode_of(fx_t *f, uint64_t gen, const char *rel)
 
 /* A sync after a generation went live patches the prepared link copy: every kind of change comes
  * out as with a tree built whole, unchanged files stay shared, and the next tree is prepared. */
-static void test_prepared(void **state)
+static void prepared(void **state)
 {
     fx_t *f = *state;
     uint64_t gen = 0;
@@ -1046,6 +1046,21 @@ static void test_prepared(void **state)
         fail_msg("in-place change: unexpected error '%s'", f->err);
     assert_int_equal(docroot_gen(f), 2);
     assert_int_equal(gen_store_live(f->g), 2);
+}
+
+/* With the watch (files.c): the files the sync keeps are taken as prepared, and the in-place
+ * change above is noticed by the watch and refused after all. */
+static void test_prepared(void **state)
+{
+    prepared(state);
+}
+
+/* Without it (no inotify): every kept file is looked at, with the same results. */
+static void test_prepared_unwatched(void **state)
+{
+    setenv("UNDERSTUDY_TEST_NO_WATCH", "1", 1);
+    prepared(state);
+    unsetenv("UNDERSTUDY_TEST_NO_WATCH");
 }
 
 /* A prepared tree of another generation (a rollback since) is never patched. */
@@ -1123,6 +1138,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prepared_unwatched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared_crash, setup, teardown),
     };
