@@ -730,6 +730,15 @@ static void test_first_and_incremental(void **state)
     assert_int_equal(gen_store_list(f->g, v, 8), 3);
     assert_int_equal(v[0], 4);
     assert_int_equal(v[2], 2);
+    /* Its tree left generations/ at once, for staging/old.1, which the background job removes
+     * after preparing the next tree. */
+    char old[PATH_MAX];
+    struct stat ost;
+    gen_store_bg_wait(f->g);
+    fmt(old, "%s/staging/old.1", f->data);
+    assert_int_equal(lstat(old, &ost), -1);
+    fmt(old, "%s/generations/1", f->data);
+    assert_int_equal(lstat(old, &ost), -1);
 
     /* Rollback to 2, then a sync makes 5 (not 3 again), with a full listing. */
     assert_int_equal(gen_rollback(f->g, 2, f->err, sizeof(f->err)), 0);
