@@ -841,17 +841,24 @@ static int visit(walker_t *w, scan_dir_t *dir, scan_ent_t *ent)
         e.link_target = target;
         return add_entry(w, &e);
     }
-    case MF_REGULAR:
-        if (old && old->kind == MF_REGULAR && old->size == e.size && old->mtime_ns == e.mtime_ns &&
-            old->ctime_ns == e.ctime_ns && old->ino == e.ino && old->dev == e.dev &&
-            old->mode == e.mode && floor_sec(old->mtime_ns) < w->racy_sec) {
+    case MF_REGULAR: {
+        bool same_stat = old && old->kind == MF_REGULAR && old->size == e.size &&
+                         old->mtime_ns == e.mtime_ns && old->ctime_ns == e.ctime_ns &&
+                         old->ino == e.ino && old->dev == e.dev && old->mode == e.mode;
+        if (same_stat && floor_sec(old->mtime_ns) < w->racy_sec) {
             memcpy(e.hash, old->hash, MF_HASH_LEN);
             return add_entry(w, &e);
         }
         r = hash_file(w, dir->fd, ent->name, &e);
         if (r <= 0)
             return r;
+        /* Racily clean, hashed again: the saved manifest must be written anew even when nothing
+         * changed, so that its newer mtime clears the doubt (git refreshes its index the same
+         * way). Kept as it was, the file would be read again by every sync. */
+        if (same_stat)
+            w->differs = true;
         return add_entry(w, &e);
+    }
     }
     return 0;
 }
@@ -1230,6 +1237,12 @@ out:
     return 0;
 }
 
+void files_scan_sync_new(files_scan_t *s)
+{
+    if (s->have_new && !s->new_is_saved && !s->committed && fsync_file(s->new_path) == 0)
+        s->new_synced = true;
+}
+
 int files_scan_commit(files_scan_t *s, uint64_t generation)
 {
     char tmp[64 + 4096], text[32 + 2 * MF_HASH_LEN + 2], hex[2 * MF_HASH_LEN + 1];
@@ -1254,7 +1267,7 @@ int files_scan_commit(files_scan_t *s, uint64_t generation)
     fault_point("agent.state.saved");
     if (s->new_is_saved && (r = copy_saved(s)) < 0)
         return r;
-    if ((r = fsync_file(s->new_path)) < 0)
+    if (!s->new_synced && (r = fsync_file(s->new_path)) < 0)
         return r;
     if (unlink(s->gen_path) != 0 && errno != ENOENT)
         return -errno;

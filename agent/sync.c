@@ -1,6 +1,13 @@
-/* understudy-agent sync: scan the site, then one session with the controller: Hello, SyncBegin,
+/* understudy-agent sync: scan the site, and one session with the controller: Hello, SyncBegin,
  * the files phase, the database phase, Commit, Result. The libuv loop runs on the main thread;
  * the session itself runs on a worker thread (common/chan.h) as plain sequential code.
+ *
+ * The scan runs on a thread of its own from the start, while the connection is made (TCP, TLS,
+ * Hello): the session waits for it after Hello, and the new manifest's fsync then runs while the
+ * session does. A scan still running after SCAN_WAIT_MS (the first scan of a big site) would
+ * keep the controller waiting on an idle connection: that session ends there, quietly, and a
+ * new one starts when the scan is done. A scan that fails is reported before any connection
+ * error, as when it ran first.
  *
  * Output: nothing but errors when stderr is not a terminal (cron mails whatever is printed);
  * a progress bar and a summary on a terminal or with --verbose. One line on stderr on failure,
@@ -10,6 +17,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +39,53 @@
 #include "wpconfig.h"
 
 #define SYNC_RECV_TIMEOUT_MS (10 * 60 * 1000)
+#define SCAN_WAIT_MS         (30 * 1000)
+
+typedef struct scanjob {
+    const files_opts_t *opts;
+    files_scan_t *scan;
+    int r;
+    char err[1024];
+    bool done, started;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    pthread_t thread;
+} scanjob_t;
+
+static void *scan_main(void *arg)
+{
+    scanjob_t *j = arg;
+    files_scan_t *scan = NULL;
+    int r = files_scan(j->opts, &scan, j->err, sizeof(j->err));
+    pthread_mutex_lock(&j->mu);
+    j->scan = scan;
+    j->r = r;
+    j->done = true;
+    pthread_cond_broadcast(&j->cond);
+    pthread_mutex_unlock(&j->mu);
+    if (r == 0 && !j->opts->dry_run)
+        files_scan_sync_new(scan);
+    return NULL;
+}
+
+/* Whether the scan is done, waiting up to ms for it. */
+static bool scan_wait(scanjob_t *j, int ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&j->mu);
+    while (!j->done && pthread_cond_timedwait(&j->cond, &j->mu, &until) == 0)
+        ;
+    bool done = j->done;
+    pthread_mutex_unlock(&j->mu);
+    return done;
+}
 
 typedef struct syncrun {
     cfg_t *cfg;
@@ -47,6 +102,8 @@ typedef struct syncrun {
     char digest_cache[PATH_MAX + 16]; /* "" when off */
     bool full_digest;                 /* this run re-digests every table */
     msgio_t chan_io;                  /* the connection, under result_io() */
+    scanjob_t *job;                   /* the scan, until the session takes it (sr->scan) */
+    bool again;                       /* the scan outlasted SCAN_WAIT_MS: a new session */
 } syncrun_t;
 
 #define DIGEST_CACHE_MAX_AGE (24 * 3600)
@@ -246,6 +303,17 @@ static void sync_worker(chan_t *ch, void *arg)
     sr->chan_io = chan_io(ch);
     msgio_t io = {.send = result_send, .recv = result_recv, .ctx = sr};
     int r = session_hello(sr, &io);
+    if (r == 0 && !sr->scan) {
+        /* UNDERSTUDY_TEST_SCAN_WAIT=never (tests): as if every scan outlasted the wait. */
+        const char *t = getenv("UNDERSTUDY_TEST_SCAN_WAIT");
+        if ((t && !strcmp(t, "never")) || !scan_wait(sr->job, SCAN_WAIT_MS)) {
+            sr->again = true;
+            return;
+        }
+        if (sr->job->r < 0)
+            return; /* cmd_sync reports it */
+        sr->scan = sr->job->scan;
+    }
     if (r == 0)
         r = session_sync(sr, &io);
     /* A send that failed (the controller died or the link broke) has not said why yet: without
@@ -416,14 +484,29 @@ int cmd_sync(int argc, char **argv)
         .progress = isatty(STDERR_FILENO) || verbose,
         .bandwidth_limit = cfg_get_size(sr.cfg, "agent", "bandwidth_limit", 0),
     };
-    r = files_scan(&fopts, &sr.scan, err, sizeof(err));
-    if (r < 0) {
-        log_error("%s", err);
-        goto out;
-    }
+    scanjob_t job = {.opts = &fopts};
+    pthread_mutex_init(&job.mu, NULL);
+    pthread_cond_init(&job.cond, NULL);
+    job.started = pthread_create(&job.thread, NULL, scan_main, &job) == 0;
+    if (!job.started)
+        scan_main(&job);
+    sr.job = &job;
     if (sr.database)
         setup_digest_cache(&sr, state_dir);
     r = run_session(&sr);
+    if (job.started)
+        pthread_join(job.thread, NULL);
+    pthread_cond_destroy(&job.cond);
+    pthread_mutex_destroy(&job.mu);
+    sr.scan = job.scan;
+    sr.job = NULL;
+    if (job.r < 0) {
+        log_error("%s", job.err);
+        r = job.r;
+        goto out;
+    }
+    if (r == 0 && sr.again)
+        r = run_session(&sr);
     if (r < 0) {
         log_error("%s", sr.error);
         goto out;

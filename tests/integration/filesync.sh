@@ -274,4 +274,13 @@ base=$(cat "$DATA/staging/next/base" 2>/dev/null)
 killed_mid_transfer "controller SIGKILLed" controller 200
 killed_mid_transfer "agent SIGKILLed" agent 64
 
+# A scan that outlasts the agent's wait for it (forced here): the session that waited ends after
+# Hello, and a second one carries the sync.
+printf 'late\n' >"$SITE/late.txt"
+connects=$(grep -c 'connected for site' "$LOG")
+UNDERSTUDY_TEST_SCAN_WAIT=never sync_ok "sync whose scan outlasts the wait"
+check_eq "sync whose scan outlasts the wait: two sessions" \
+    "$(($(grep -c 'connected for site' "$LOG") - connects))" 2
+same "sync whose scan outlasts the wait"
+
 stop_controller || fail "controller stops cleanly"
