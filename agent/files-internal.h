@@ -13,7 +13,7 @@ struct files_scan {
     bool dry_run, progress;
     uint64_t bandwidth_limit;
 
-    bool have_new; /* new_path holds this scan's manifest */
+    bool have_new;   /* new_path holds this scan's manifest */
     bool new_synced; /* files_scan_sync_new made manifest.new durable already */
     /* Nothing differed from the saved manifest, so the scan wrote nothing and new_path names
      * the saved manifest itself (never to be removed or renamed as manifest.new would be). */
