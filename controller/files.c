@@ -1291,6 +1291,16 @@ static int link_fd(int fd, int dirfd, const char *name)
     return -errno;
 }
 
+/* The refusal for a live file changed in place on the backup (the write guard's business). */
+static int refuse_changed_live(char *err, size_t err_size, const char *path)
+{
+    char q[512];
+    return set_err(err, err_size, ERR_REFUSED,
+                   "the live copy of '%s' was changed on the backup after it went live; see "
+                   "'understudy-controller status'",
+                   safefs_quote(path, strlen(path), q, sizeof(q)));
+}
+
 /* Places regular file e at dirfd/name: a link to a live file, the received object, or a copy. */
 static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, int dirfd,
                       const char *name)
@@ -1516,13 +1526,8 @@ static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, bool as_
         r = place_file(b, e, live_same_path, dirfd, name);
         if (r == 0)
             return 0;
-        if (r == -ESTALE) {
-            char q[512];
-            return set_err(err, err_size, ERR_REFUSED,
-                           "the live copy of '%s' was changed on the backup after it went live; "
-                           "see 'understudy-controller status'",
-                           safefs_quote(e->path, plen, q, sizeof(q)));
-        }
+        if (r == -ESTALE)
+            return refuse_changed_live(err, err_size, e->path);
         errno = -r;
         break;
     }
@@ -1746,11 +1751,9 @@ static void prep_dirs(const prep_job_t *j, int root_fd, const dirmeta_t *dirs, s
 
 /* Whether staging holds what a switch set aside: the store of the generation that went live
  * (objects.used) or generations retention dropped (old.N). */
-static bool have_set_aside(int staging_fd)
+/* The name of a generation retention set aside (old.N) in staging, if there is one. */
+static bool find_old(int staging_fd, char *name, size_t size)
 {
-    struct stat s;
-    if (fstatat(staging_fd, GEN_OBJECTS_USED, &s, AT_SYMLINK_NOFOLLOW) == 0)
-        return true;
     int fd = openat(staging_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     struct dirent *de;
@@ -1761,9 +1764,18 @@ static bool have_set_aside(int staging_fd)
         return false;
     }
     while (!found && (de = readdir(d)))
-        found = !strncmp(de->d_name, GEN_OLD_PREFIX, strlen(GEN_OLD_PREFIX));
+        if ((found = !strncmp(de->d_name, GEN_OLD_PREFIX, strlen(GEN_OLD_PREFIX))))
+            snprintf(name, size, "%s", de->d_name);
     closedir(d);
     return found;
+}
+
+static bool have_set_aside(int staging_fd)
+{
+    struct stat s;
+    char name[256];
+    return fstatat(staging_fd, GEN_OBJECTS_USED, &s, AT_SYMLINK_NOFOLLOW) == 0 ||
+           find_old(staging_fd, name, sizeof(name));
 }
 
 /* Removes what have_set_aside finds, one tree at a time, until cancelled: the rest of the job,
@@ -1771,26 +1783,13 @@ static bool have_set_aside(int staging_fd)
 static void remove_set_aside(const prep_job_t *j)
 {
     const atomic_bool *stop = gen_store_bg_cancel_flag(j->g);
+    char name[256];
     gen_store_bg_interruptible(j->g);
     if (safefs_rm_tree_until(j->staging_fd, GEN_OBJECTS_USED, stop) < 0)
         return;
-    while (!gen_store_bg_cancelled(j->g)) {
-        char name[256] = "";
-        int fd = openat(j->staging_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-        struct dirent *de;
-        if (!d) {
-            if (fd >= 0)
-                close(fd);
+    while (!gen_store_bg_cancelled(j->g) && find_old(j->staging_fd, name, sizeof(name)))
+        if (safefs_rm_tree_until(j->staging_fd, name, stop) < 0)
             return;
-        }
-        while (!name[0] && (de = readdir(d)))
-            if (!strncmp(de->d_name, GEN_OLD_PREFIX, strlen(GEN_OLD_PREFIX)))
-                snprintf(name, sizeof(name), "%s", de->d_name);
-        closedir(d);
-        if (!name[0] || safefs_rm_tree_until(j->staging_fd, name, stop) < 0)
-            return;
-    }
 }
 
 static void watch_drop(int *watch_fd)
@@ -2005,11 +2004,7 @@ static int check_trusted(builder_t *b, const char *manifest_path, char *err, siz
         int dirfd = parent_of(b, e.path, &name);
         if (dirfd < 0 || fstatat(dirfd, name, &s, AT_SYMLINK_NOFOLLOW) < 0 ||
             !same_stat(b->st, &s, &e)) {
-            char q[512];
-            r = set_err(err, err_size, ERR_REFUSED,
-                        "the live copy of '%s' was changed on the backup after it went live; "
-                        "see 'understudy-controller status'",
-                        safefs_quote(e.path, strlen(e.path), q, sizeof(q)));
+            r = refuse_changed_live(err, err_size, e.path);
             break;
         }
     }

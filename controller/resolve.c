@@ -30,6 +30,7 @@
 #include "dbdrift.h"
 #include "dumps.h"
 #include "err.h"
+#include "generation.h"
 #include "guard.h"
 #include "log.h"
 #include "safefs.h"
@@ -90,12 +91,7 @@ static uint64_t live_root(const char *docroot, char *root, size_t size)
     if (!realpath(docroot, real))
         return 0;
     snprintf(root, size, "%s", real);
-    size_t len = strlen(real);
-    if (len < 5 || strcmp(real + len - 5, "/root") != 0)
-        return 0;
-    real[len - 5] = '\0';
-    char *slash = strrchr(real, '/');
-    return slash ? strtoull(slash + 1, NULL, 10) : 0;
+    return gen_docroot_generation(real);
 }
 
 /* Makes data/diverged/<time>[-k] (0700). */

@@ -1006,6 +1006,16 @@ static ino_t inode_of(fx_t *f, uint64_t gen, const char *rel)
     return st.st_ino;
 }
 
+/* Generation 1 of make_tree's tree, and the tree of the next one prepared. */
+static void first_prepared(fx_t *f, uint64_t *gen)
+{
+    open_store(f, NULL);
+    make_tree(f);
+    fix_dir_times(f);
+    assert_int_equal(sync_tree(f, false, true, 0, gen, NULL), 0);
+    assert_int_equal(prepared_base(f), 1);
+}
+
 /* A sync after a generation went live patches the prepared link copy: every kind of change comes
  * out as with a tree built whole, unchanged files stay shared, and the next tree is prepared. */
 static void prepared(void **state)
@@ -1013,11 +1023,7 @@ static void prepared(void **state)
     fx_t *f = *state;
     uint64_t gen = 0;
     char p[PATH_MAX];
-    open_store(f, NULL);
-    make_tree(f);
-    fix_dir_times(f);
-    assert_int_equal(sync_tree(f, false, true, 0, &gen, NULL), 0);
-    assert_int_equal(prepared_base(f), 1);
+    first_prepared(f, &gen);
 
     put(f, "index.php", "<?php /* v2 */\n", 0644, 1700001000);
     sh("cd '%s' && rm wp-cron.sh && rm -r old && mkdir -p newdir/inner && echo n > newdir/inner/n "
@@ -1105,11 +1111,7 @@ static void test_prepared_crash(void **state)
     fx_t *f = *state;
     uint64_t gen = 0;
     char p[PATH_MAX];
-    open_store(f, NULL);
-    make_tree(f);
-    fix_dir_times(f);
-    assert_int_equal(sync_tree(f, false, true, 0, &gen, NULL), 0);
-    assert_int_equal(prepared_base(f), 1);
+    first_prepared(f, &gen);
 
     /* Cut off: base never written; a file missing and one that is not in the manifest. */
     fmt(p, "%s/staging/next", f->data);
