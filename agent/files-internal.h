@@ -35,6 +35,9 @@ struct files_scan {
     char *chg_old_path, *chg_new_path;
     uint64_t count, total_bytes;
     uint64_t hashed, hashed_bytes, skipped_special;
+    /* Directories the walk went through, listed with getdents64 or taken from a trusted record
+     * of the directory cache (state_dir/dirs). */
+    uint64_t dirs_listed, dirs_cached;
 };
 
 /* Files whose content does not shrink under zstd (by name). */

@@ -2,12 +2,13 @@
  * See files.h for the contract and exclude.h for the exclude rules; agent/send.c talks to the
  * controller.
  *
- * The walk: rsync -rlptD without -D. Each directory's names are read, sorted bytewise and visited
- * depth-first, which is exactly walk order (common/manifest.h), so the saved manifest is read
- * alongside in one forward pass (a merge join). Regular files, directories and symlinks (as
- * symlinks, target kept verbatim) are entries; devices, FIFOs and sockets are skipped, with a
- * warning when a person is watching. Directories are opened with O_NOFOLLOW relative to their
- * parent, so a directory swapped for a symlink mid-scan is not followed.
+ * The walk: rsync -rlptD without -D. Each directory's names are read (or taken from the
+ * directory cache, below), sorted bytewise and visited depth-first, which is exactly walk order
+ * (common/manifest.h), so the saved manifest is read alongside in one forward pass (a merge
+ * join). Regular files, directories and symlinks (as symlinks, target kept verbatim) are
+ * entries; devices, FIFOs and sockets are skipped, with a warning when a person is watching.
+ * Directories are opened with O_NOFOLLOW relative to their parent, so a directory swapped for a
+ * symlink mid-scan is not followed.
  *
  * Reading ahead: most of a scan is the kernel's lstat of every name, so on a machine with several
  * CPUs, directories are read (opened, listed, sorted, each name fstatat'ed) by as many threads as
@@ -22,6 +23,41 @@
  * bounded read-ahead plus one listing per open directory level, never the whole tree; a
  * directory's fd stays open until the walk has left it. UNDERSTUDY_SCAN_THREADS=N (tests, tuning)
  * sets the number of reading threads; 1 = the walk alone, no threads.
+ *
+ * The directory cache (state_dir/dirs) saves the getdents64 and the sort of a directory that did
+ * not change, as git's untracked cache does; its names are still fstatat'ed, since a change of a
+ * file's content does not touch its directory. A directory's entries change (create, unlink,
+ * rename, link, mkdir, rmdir) only with its mtime and ctime, and user space cannot set a ctime. So
+ * a reader fstats the directory it opened and takes the names from its record instead of listing it
+ * when the record is trusted: same device, inode, mtime and ctime, and both times more than
+ * DC_RACY_NS older than the moment its listing began (listed_ns), as a change in the timestamp
+ * tick of the listing could hide behind equal stat data (git's racy rule, which also covers
+ * coarse timestamps). Anything else, a record that is missing, damaged or not trusted, means
+ * getdents64 as without the cache, never an error.
+ *   The file is native-endian (it never leaves the host): a header (DC_MAGIC, version), the
+ * records in postorder (a directory's after those of its subdirectories), and a trailer (the
+ * root's record offset, DC_END_MAGIC). A record: dev, ino, mtime_ns, ctime_ns, listed_ns, the
+ * number of names n, the name block's size, the name block (the whole listing without "." and
+ * "..", excluded and special names included, sorted as read_names sorts, each NUL-terminated:
+ * a change of [site] exclude needs no invalidation), n u64 offsets of each name's own directory
+ * record in the same file (0 = none) and DC_SUM_LEN bytes of SHA-256 over the rest (for torn or
+ * damaged files, not for attackers). Sizes are capped and every read is bounds-checked.
+ *   Each scan_dir_t carries the offset of its record in the old cache (the root's is in the
+ * trailer); its reader preads that record alone, nothing is indexed or loaded whole. When a
+ * record was read, trusted or not, the names are matched with it (two sorted lists) to give
+ * each subdirectory its own record, so the unchanged subdirectories of a changed directory
+ * still use the cache. The walk writes the new cache in postorder as it finishes each directory
+ * (walk_dir), with child offsets in the new file, lazily like the manifest: while every record
+ * equals the old cache's at the same offset nothing is written; at the first difference the
+ * old file's equal prefix is copied into dirs.new and writing goes on. A listing still within
+ * the racy margin is written as it is and listed again by the next scan, which writes a trusted
+ * record (a difference: the file is rewritten once, as the manifest is for racily clean files).
+ * Directories that could not be opened or listed get no record. At the end of a scan that went
+ * through, a dirs.new replaces dirs (no fsync: a torn file only fails its checksums), whatever
+ * the sync does next: the cache describes the tree, not the sync state.
+ * A cache file not written for a day (DC_MAX_AGE) is not read: that scan lists every
+ * directory and writes it anew. UNDERSTUDY_SCAN_NO_DIRCACHE=1 (tests, benchmarks) makes the
+ * scan list every directory; it still writes the cache.
  *
  * The new manifest: written as the walk goes, except that while every entry equals the saved
  * manifest's next one nothing is written. At the first difference the saved entries the walk
@@ -47,8 +83,9 @@
  *
  * State files in state_dir: manifest (the last applied tree), generation (its number and the
  * manifest's tree digest in hex, one per line), manifest.new (this scan's, until commit, when
- * it differs), changes.old and changes.new (this scan's, removed with it), lock (flock: one sync
- * at a time).
+ * it differs), changes.old and changes.new (this scan's, removed with it), dirs (the directory
+ * cache, replaced by dirs.new at the end of a scan that changed it), lock (flock: one sync at a
+ * time).
  */
 #include "files-internal.h"
 
@@ -83,6 +120,21 @@
 #define READ_AHEAD_DIRS    64
 #define READ_AHEAD_ENTRIES 16384
 
+/* The directory cache, state_dir/dirs (see the header). */
+#define DC_MAGIC       "USDIRS\0\0"
+#define DC_END_MAGIC   "USDIREND"
+#define DC_VERSION     1
+#define DC_HEADER_LEN  16 /* magic, u32 version, u32 zero */
+#define DC_TRAILER_LEN 16 /* u64 the root's record, magic */
+#define DC_REC_HEAD    48 /* dev, ino, mtime_ns, ctime_ns, listed_ns, u32 n, u32 names_len */
+#define DC_SUM_LEN     8  /* the first bytes of SHA-256 over the rest of the record */
+#define DC_MAX_NAMES   (16u << 20)
+#define DC_MAX_BLOCK   (64u << 20) /* the name block */
+#define DC_RACY_NS     1000000000  /* a listing is trusted this long after the last change */
+#define DC_MAX_AGE     (24 * 3600) /* seconds: an older cache file is not read (a full listing) */
+#define DC_READ_GUESS  8192        /* one pread gets a record up to this size */
+#define DC_WBUF_SIZE   (64u * 1024)
+
 typedef struct scan_dir scan_dir_t;
 
 /* One name of a listed directory, with what fstatat said about it. */
@@ -90,7 +142,9 @@ typedef struct scan_ent {
     const char *name; /* in the directory's name block */
     int stat_errno;   /* fstatat's errno; 0 when st holds the entry's stat data */
     struct stat st;
-    scan_dir_t *sub; /* this directory's own listing, when the walk will go into it */
+    scan_dir_t *sub;  /* this directory's own listing, when the walk will go into it */
+    uint64_t old_off; /* its directory record in the old cache, 0 = none */
+    uint64_t new_off; /* its directory record in the new cache, once the walk wrote it */
 } scan_ent_t;
 
 enum dir_state { DIR_QUEUED, DIR_READING, DIR_READ };
@@ -106,9 +160,18 @@ struct scan_dir {
     int open_errno;   /* openat's errno when it could not be opened */
     int list_err;     /* a negative code when it could not be listed */
     const char *name; /* in the parent's name block */
-    char *names;      /* the name block */
+    char *names;      /* the name block (getdents64's order) */
     scan_ent_t *ents; /* sorted bytewise */
     size_t n, plen;
+    /* The directory cache: fstat of fd (have_stat), when its listing began (or the trusted
+     * record's time), its record in the old cache and in the new one (0 = none). A trusted
+     * record (cached) stays in rec: the names point into it, and the walk compares with it. */
+    bool have_stat, cached;
+    uint64_t dev, ino;
+    int64_t mtime_ns, ctime_ns, listed_ns;
+    uint64_t cache_off, new_off;
+    uint8_t *rec;
+    size_t rec_len;
     char path[]; /* relative to the root; "" for the root */
 };
 
@@ -123,9 +186,29 @@ typedef struct scan_pool {
     size_t ahead_dirs, ahead_ents;
     bool stop;
     const excl_t *ex;
+    int dc_fd;         /* the old directory cache, -1 when there is none or it is not read */
+    uint64_t dc_size;  /* its size, header and trailer included */
+    const EVP_MD *sha; /* for the records' checksums */
     pthread_t threads[SCAN_MAX_THREADS];
     unsigned n_threads;
 } scan_pool_t;
+
+/* The new directory cache, written by the walk. Lazy like the manifest: while every record
+ * equals the old cache's at the same offset, nothing is written (fd < 0). */
+typedef struct dc_out {
+    char *path, *new_path; /* state_dir/dirs, state_dir/dirs.new */
+    EVP_MD *sha;           /* NULL: no cache is read or written */
+    int old_fd;            /* the old cache when its header and trailer are right, else -1 */
+    uint64_t old_size, old_root;
+    int fd;       /* dirs.new once started */
+    bool failed;  /* dirs.new could not be written: given up, dirs is kept */
+    bool ready;   /* dirs.new is complete, to be renamed over dirs */
+    uint64_t pos; /* the offset of the next record in the new cache */
+    uint8_t *rec; /* the record being built */
+    size_t rec_cap;
+    uint8_t *buf; /* what is not written yet */
+    size_t blen;
+} dc_out_t;
 
 typedef struct walker {
     files_scan_t *s;
@@ -146,6 +229,7 @@ typedef struct walker {
     size_t err_size;
     bool tty, warn; /* draw progress; print warnings (a terminal or --verbose) */
     bool differs;   /* an entry was written that the saved manifest does not hold as is */
+    dc_out_t dc;
     uint64_t entries;
     struct timespec last_draw;
 } walker_t;
@@ -363,9 +447,12 @@ static void dir_forget_names(scan_dir_t *d)
         free(d->ents[i].sub);
     free(d->ents);
     free(d->names);
+    free(d->rec);
     d->ents = NULL;
     d->names = NULL;
+    d->rec = NULL;
     d->n = 0;
+    d->cached = false;
 }
 
 /* Lists d->fd (without "." and ".."), sorted bytewise, into d->names and d->ents. */
@@ -465,6 +552,7 @@ static int stat_names(scan_pool_t *p, scan_dir_t *d)
             continue; /* the walk stops there with an error, or never descends */
         if (!(e->sub = dir_new(d, e->name)))
             return UV_ENOMEM;
+        e->sub->cache_off = e->old_off;
         if (excl_match(p->ex, e->sub->path, true)) {
             free(e->sub);
             e->sub = NULL;
@@ -473,11 +561,210 @@ static int stat_names(scan_pool_t *p, scan_dir_t *d)
     return 0;
 }
 
+static uint64_t get_u64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static uint32_t get_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static void put_u64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, sizeof(v));
+}
+
+static void put_u32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, sizeof(v));
+}
+
+/* Reads n bytes at off; false on an error or when the file ends first. */
+static bool pread_full(int fd, void *buf, size_t n, uint64_t off)
+{
+    for (size_t got = 0; got < n;) {
+        ssize_t r = pread(fd, (uint8_t *)buf + got, n - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return false;
+        got += (size_t)r;
+    }
+    return true;
+}
+
+/* A record's checksum: the first DC_SUM_LEN bytes of SHA-256 over its n bytes before it. */
+static bool dc_sum(const EVP_MD *sha, const uint8_t *rec, size_t n, uint8_t out[DC_SUM_LEN])
+{
+    uint8_t h[EVP_MAX_MD_SIZE];
+    if (!EVP_Digest(rec, n, h, NULL, sha, NULL))
+        return false;
+    memcpy(out, h, DC_SUM_LEN);
+    return true;
+}
+
+/* A directory record of the old cache, as dc_load read and checked it. */
+typedef struct dc_rec {
+    uint64_t dev, ino;
+    int64_t mtime_ns, ctime_ns, listed_ns;
+    uint32_t n;
+    const char *names;   /* n names, each NUL-terminated, in strictly increasing bytewise order */
+    const uint8_t *offs; /* n child record offsets, u64 each, unaligned */
+} dc_rec_t;
+
+/* Reads the record at off in the old cache and checks it: the size caps, the file's bounds, the
+ * checksum, the names (as read_names makes them: sorted, distinct, none empty, ".", ".." or with
+ * a '/') and the child offsets (before off: postorder). Returns true with the record's bytes in
+ * *ret_buf (the caller frees them) and its fields in *v pointing into them; false when there is
+ * no usable record, which only means the directory is listed. */
+static bool dc_load(const scan_pool_t *p, uint64_t off, uint8_t **ret_buf, size_t *ret_len,
+                    dc_rec_t *v)
+{
+    uint64_t end = p->dc_size - DC_TRAILER_LEN, avail, len;
+    uint8_t *b = NULL, sum[DC_SUM_LEN];
+    const char *names, *q, *prev = NULL;
+    uint32_t n, blen;
+    size_t got;
+
+    if (off < DC_HEADER_LEN || off >= end || end - off < DC_REC_HEAD + DC_SUM_LEN)
+        return false;
+    avail = end - off;
+    got = avail < DC_READ_GUESS ? (size_t)avail : DC_READ_GUESS;
+    if (!(b = malloc(got)) || !pread_full(p->dc_fd, b, got, off))
+        goto bad;
+    n = get_u32(b + 40);
+    blen = get_u32(b + 44);
+    /* Every name takes two bytes at least, its NUL included. */
+    if (n > DC_MAX_NAMES || blen > DC_MAX_BLOCK || n > blen / 2 || (blen && !n))
+        goto bad;
+    len = DC_REC_HEAD + (uint64_t)blen + 8 * (uint64_t)n + DC_SUM_LEN;
+    if (len > avail)
+        goto bad;
+    if (len > got) {
+        uint8_t *nb = realloc(b, (size_t)len);
+        if (!nb)
+            goto bad;
+        b = nb;
+        if (!pread_full(p->dc_fd, b + got, (size_t)len - got, off + got))
+            goto bad;
+    }
+    if (!dc_sum(p->sha, b, (size_t)len - DC_SUM_LEN, sum) ||
+        memcmp(sum, b + len - DC_SUM_LEN, DC_SUM_LEN) != 0)
+        goto bad;
+    names = (const char *)b + DC_REC_HEAD;
+    if (blen && names[blen - 1] != '\0')
+        goto bad;
+    q = names;
+    for (uint32_t i = 0; i < n; i++) {
+        if (q >= names + blen)
+            goto bad;
+        size_t l = strlen(q);
+        if (l == 0 || memchr(q, '/', l) || !strcmp(q, ".") || !strcmp(q, "..") ||
+            (prev && strcmp(prev, q) >= 0))
+            goto bad;
+        prev = q;
+        q += l + 1;
+    }
+    if (q != names + blen)
+        goto bad;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t c = get_u64(b + DC_REC_HEAD + blen + 8 * (size_t)i);
+        if (c && (c < DC_HEADER_LEN || c >= off))
+            goto bad;
+    }
+    v->dev = get_u64(b);
+    v->ino = get_u64(b + 8);
+    v->mtime_ns = (int64_t)get_u64(b + 16);
+    v->ctime_ns = (int64_t)get_u64(b + 24);
+    v->listed_ns = (int64_t)get_u64(b + 32);
+    v->n = n;
+    v->names = names;
+    v->offs = b + DC_REC_HEAD + blen;
+    *ret_buf = b;
+    *ret_len = (size_t)len;
+    return true;
+bad:
+    free(b);
+    return false;
+}
+
+/* Whether t is older than listed by more than the racy margin. */
+static bool dc_settled(int64_t t, int64_t listed)
+{
+    return t < listed && (uint64_t)listed - (uint64_t)t > DC_RACY_NS;
+}
+
+/* Whether d's record can stand for getdents64: d is the directory it was made for, unchanged
+ * since (a change of its entries updates its mtime and ctime, and user space cannot set a
+ * ctime), and no change can hide in the timestamp tick of its listing. */
+static bool dc_trusted(const scan_dir_t *d, const dc_rec_t *v)
+{
+    return d->have_stat && v->dev == d->dev && v->ino == d->ino && v->mtime_ns == d->mtime_ns &&
+           v->ctime_ns == d->ctime_ns && dc_settled(v->mtime_ns, v->listed_ns) &&
+           dc_settled(v->ctime_ns, v->listed_ns);
+}
+
+/* Takes d's names from its trusted record, which d keeps (the names point into it). */
+static int names_from_record(scan_dir_t *d, const dc_rec_t *v, uint8_t *rec, size_t rec_len)
+{
+    const char *q = v->names;
+    if (v->n && !(d->ents = calloc(v->n, sizeof(*d->ents))))
+        return UV_ENOMEM;
+    for (size_t i = 0; i < v->n; i++) {
+        d->ents[i].name = q;
+        d->ents[i].old_off = get_u64(v->offs + 8 * i);
+        q += strlen(q) + 1;
+    }
+    d->n = v->n;
+    d->rec = rec;
+    d->rec_len = rec_len;
+    d->cached = true;
+    d->listed_ns = v->listed_ns;
+    return 0;
+}
+
+/* Gives the names d just listed the child offsets of the same names in d's record (both lists
+ * sorted: a merge), so that unchanged subdirectories of a changed directory use the cache. */
+static void map_children(scan_dir_t *d, const dc_rec_t *v)
+{
+    const char *q = v->names;
+    size_t j = 0;
+    for (size_t i = 0; i < d->n && j < v->n; i++) {
+        int c = strcmp(q, d->ents[i].name);
+        while (c < 0 && ++j < v->n) {
+            q += strlen(q) + 1;
+            c = strcmp(q, d->ents[i].name);
+        }
+        if (j < v->n && c == 0)
+            d->ents[i].old_off = get_u64(v->offs + 8 * j);
+    }
+}
+
+static int64_t realtime_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return ts_ns(t);
+}
+
 /* Opens (unless it is the root), lists and stats d; failures are recorded in d for the walk.
- * Called without the lock by whoever set d DIR_READING. */
+ * The listing comes from d's record in the old directory cache when that is trusted, else from
+ * getdents64. Called without the lock by whoever set d DIR_READING. */
 static void dir_read(scan_pool_t *p, scan_dir_t *d)
 {
+    uint8_t *rec = NULL;
+    size_t rec_len = 0;
+    dc_rec_t v;
+    struct stat st;
+    bool have_rec;
     int r;
+
     if (d->fd < 0) {
         d->fd = openat(d->parent->fd, d->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (d->fd < 0) {
@@ -485,7 +772,25 @@ static void dir_read(scan_pool_t *p, scan_dir_t *d)
             return;
         }
     }
-    r = read_names(d);
+    if (fstat(d->fd, &st) == 0) {
+        d->have_stat = true;
+        d->dev = (uint64_t)st.st_dev;
+        d->ino = (uint64_t)st.st_ino;
+        d->mtime_ns = ts_ns(st.st_mtim);
+        d->ctime_ns = ts_ns(st.st_ctim);
+    }
+    have_rec = p->dc_fd >= 0 && d->cache_off && dc_load(p, d->cache_off, &rec, &rec_len, &v);
+    if (have_rec && dc_trusted(d, &v)) {
+        r = names_from_record(d, &v, rec, rec_len);
+        if (r < 0)
+            free(rec);
+    } else {
+        d->listed_ns = realtime_ns();
+        r = read_names(d);
+        if (r == 0 && have_rec)
+            map_children(d, &v);
+        free(rec);
+    }
     if (r == 0)
         r = stat_names(p, d);
     if (r < 0) {
@@ -606,6 +911,7 @@ static void dir_release(scan_pool_t *p, scan_dir_t *d)
         close(d->fd);
     free(d->ents);
     free(d->names);
+    free(d->rec);
     free(d);
 }
 
@@ -631,8 +937,9 @@ static unsigned scan_threads(void)
 }
 
 /* Starts threads - 1 workers (fewer if the system refuses some); the walk is the other reader.
- * Workers never receive signals. */
-static void pool_start(scan_pool_t *p, const excl_t *ex, unsigned threads)
+ * They read the old directory cache dc (-1: none) of dc_size bytes. Workers never receive
+ * signals. */
+static void pool_start(scan_pool_t *p, const excl_t *ex, unsigned threads, const dc_out_t *dc)
 {
     sigset_t all, old;
     memset(p, 0, sizeof(*p));
@@ -640,6 +947,9 @@ static void pool_start(scan_pool_t *p, const excl_t *ex, unsigned threads)
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->done, NULL);
     p->ex = ex;
+    p->dc_fd = dc->old_fd;
+    p->dc_size = dc->old_size;
+    p->sha = dc->sha;
     if (threads <= 1)
         return;
     sigfillset(&all);
@@ -749,6 +1059,244 @@ static int add_entry(walker_t *w, const mf_entry_t *e)
     return 0;
 }
 
+static int write_all(int fd, const void *p, size_t n)
+{
+    for (size_t done = 0; done < n;) {
+        ssize_t m = write(fd, (const uint8_t *)p + done, n - done);
+        if (m < 0 && errno == EINTR)
+            continue;
+        if (m < 0)
+            return -errno;
+        done += (size_t)m;
+    }
+    return 0;
+}
+
+/* Opens the old directory cache when its header and trailer are right; its records are checked
+ * one by one as they are read. A file older than DC_MAX_AGE (or from the future) is not read:
+ * the scan lists every directory and writes the cache anew, which bounds what a gap in the
+ * filesystem's timestamps could hide to a day, as the database digest cache does. */
+static void dc_open_old(dc_out_t *dc)
+{
+    uint8_t h[DC_HEADER_LEN], t[DC_TRAILER_LEN];
+    struct stat st;
+    time_t now = time(NULL);
+    int fd = open(dc->path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || now - st.st_mtime > DC_MAX_AGE ||
+        st.st_mtime - now > 60 || st.st_size < DC_HEADER_LEN + DC_TRAILER_LEN ||
+        !pread_full(fd, h, sizeof(h), 0) ||
+        !pread_full(fd, t, sizeof(t), (uint64_t)st.st_size - DC_TRAILER_LEN) ||
+        memcmp(h, DC_MAGIC, 8) != 0 || get_u32(h + 8) != DC_VERSION || get_u32(h + 12) != 0 ||
+        memcmp(t + 8, DC_END_MAGIC, 8) != 0) {
+        close(fd);
+        return;
+    }
+    dc->old_fd = fd;
+    dc->old_size = (uint64_t)st.st_size;
+    dc->old_root = get_u64(t);
+}
+
+/* Gives up the new directory cache for this scan: dirs.new goes, dirs stays as it is (a stale
+ * record only fails to be trusted). */
+static void dc_fail(walker_t *w, int r)
+{
+    dc_out_t *dc = &w->dc;
+    if (w->warn)
+        log_warn("cannot write %s (%s); the directory cache is not updated", dc->new_path,
+                 err_str(r));
+    if (dc->fd >= 0)
+        close(dc->fd);
+    dc->fd = -1;
+    unlink(dc->new_path);
+    dc->failed = true;
+    dc->ready = false;
+    dc->blen = 0;
+}
+
+static int dc_flush(dc_out_t *dc)
+{
+    int r = write_all(dc->fd, dc->buf, dc->blen);
+    dc->blen = 0;
+    return r;
+}
+
+static int dc_write(dc_out_t *dc, const void *p, size_t n)
+{
+    if (dc->blen + n > DC_WBUF_SIZE) {
+        int r = dc_flush(dc);
+        if (r < 0)
+            return r;
+        if (n > DC_WBUF_SIZE)
+            return write_all(dc->fd, p, n);
+    }
+    memcpy(dc->buf + dc->blen, p, n);
+    dc->blen += n;
+    return 0;
+}
+
+/* Opens dirs.new and writes into it what the walk found equal so far: the old cache up to pos,
+ * or a header when there is no old cache (and so nothing written before). */
+static int dc_start(dc_out_t *dc)
+{
+    uint8_t head[DC_HEADER_LEN] = {0};
+    int r;
+
+    if (!(dc->buf = malloc(DC_WBUF_SIZE)))
+        return UV_ENOMEM;
+    dc->fd = open(dc->new_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (dc->fd < 0)
+        return -errno;
+    if (dc->old_fd < 0) {
+        assert(dc->pos == DC_HEADER_LEN);
+        memcpy(head, DC_MAGIC, 8);
+        put_u32(head + 8, DC_VERSION);
+        return dc_write(dc, head, sizeof(head));
+    }
+    for (uint64_t at = 0; at < dc->pos;) {
+        size_t n = dc->pos - at < DC_WBUF_SIZE ? (size_t)(dc->pos - at) : DC_WBUF_SIZE;
+        if (!pread_full(dc->old_fd, dc->buf, n, at))
+            return UV_EIO;
+        dc->blen = n;
+        if ((r = dc_flush(dc)) < 0)
+            return r;
+        at += n;
+    }
+    return 0;
+}
+
+/* Puts d's record into the new directory cache once the walk has been through d and its
+ * subdirectories (postorder), or finds it there already (lazy: the old cache holds the same
+ * bytes at the same offset). Returns its offset, or 0 when d gets no record. */
+static uint64_t dc_add(walker_t *w, scan_dir_t *d)
+{
+    dc_out_t *dc = &w->dc;
+    size_t blen = 0, len;
+    uint64_t off = dc->pos;
+    uint8_t *p;
+    int r;
+
+    if (!dc->sha || dc->failed || !d->have_stat || d->n > DC_MAX_NAMES)
+        return 0;
+    for (size_t i = 0; i < d->n; i++)
+        blen += strlen(d->ents[i].name) + 1;
+    if (blen > DC_MAX_BLOCK)
+        return 0;
+    len = DC_REC_HEAD + blen + 8 * d->n + DC_SUM_LEN;
+    if (len > dc->rec_cap) {
+        size_t cap = len > 2 * dc->rec_cap ? len : 2 * dc->rec_cap;
+        if (!(p = realloc(dc->rec, cap))) {
+            dc_fail(w, UV_ENOMEM);
+            return 0;
+        }
+        dc->rec = p;
+        dc->rec_cap = cap;
+    }
+    p = dc->rec;
+    put_u64(p, d->dev);
+    put_u64(p + 8, d->ino);
+    put_u64(p + 16, (uint64_t)d->mtime_ns);
+    put_u64(p + 24, (uint64_t)d->ctime_ns);
+    put_u64(p + 32, (uint64_t)d->listed_ns);
+    put_u32(p + 40, (uint32_t)d->n);
+    put_u32(p + 44, (uint32_t)blen);
+    p += DC_REC_HEAD;
+    for (size_t i = 0; i < d->n; i++) {
+        size_t l = strlen(d->ents[i].name) + 1;
+        memcpy(p, d->ents[i].name, l);
+        p += l;
+    }
+    for (size_t i = 0; i < d->n; i++, p += 8)
+        put_u64(p, d->ents[i].new_off);
+    if (dc->fd < 0) {
+        /* The old record was checked when read, so equal bytes mean an equal checksum. */
+        if (dc->old_fd >= 0 && d->rec && d->cache_off == off && d->rec_len == len &&
+            memcmp(d->rec, dc->rec, len - DC_SUM_LEN) == 0) {
+            dc->pos += len;
+            return off;
+        }
+        if ((r = dc_start(dc)) < 0) {
+            dc_fail(w, r);
+            return 0;
+        }
+    }
+    if (!dc_sum(dc->sha, dc->rec, len - DC_SUM_LEN, p)) {
+        dc_fail(w, ERR_INTERNAL);
+        return 0;
+    }
+    if ((r = dc_write(dc, dc->rec, len)) < 0) {
+        dc_fail(w, r);
+        return 0;
+    }
+    dc->pos += len;
+    return off;
+}
+
+/* Ends the new directory cache after a walk that went through: the trailer with the root's
+ * record. Nothing is written when every record and the trailer equal the old cache's. */
+static void dc_finish(walker_t *w, uint64_t root_off)
+{
+    dc_out_t *dc = &w->dc;
+    uint8_t t[DC_TRAILER_LEN];
+    int r, fd;
+
+    if (!dc->sha || dc->failed)
+        return;
+    if (dc->fd < 0) {
+        if (dc->old_fd >= 0 && dc->pos + DC_TRAILER_LEN == dc->old_size && root_off == dc->old_root)
+            return;
+        if ((r = dc_start(dc)) < 0) {
+            dc_fail(w, r);
+            return;
+        }
+    }
+    put_u64(t, root_off);
+    memcpy(t + 8, DC_END_MAGIC, 8);
+    r = dc_write(dc, t, sizeof(t));
+    if (r == 0)
+        r = dc_flush(dc);
+    if (r < 0) {
+        dc_fail(w, r);
+        return;
+    }
+    fd = dc->fd;
+    dc->fd = -1;
+    if (close(fd) != 0) {
+        dc_fail(w, -errno);
+        return;
+    }
+    dc->ready = true;
+}
+
+/* At the end of a scan that went through: dirs.new, when written, becomes dirs. No fsync: a
+ * torn cache only fails its checksums. */
+static void dc_install(walker_t *w)
+{
+    if (!w->dc.ready)
+        return;
+    w->dc.ready = false;
+    if (rename(w->dc.new_path, w->dc.path) != 0)
+        dc_fail(w, -errno);
+}
+
+/* Frees the cache's writer, removing a dirs.new that was not installed. */
+static void dc_close(dc_out_t *dc)
+{
+    if (dc->fd >= 0)
+        close(dc->fd);
+    if (dc->fd >= 0 || dc->ready)
+        unlink(dc->new_path);
+    if (dc->old_fd >= 0)
+        close(dc->old_fd);
+    EVP_MD_free(dc->sha);
+    free(dc->rec);
+    free(dc->buf);
+    free(dc->path);
+    free(dc->new_path);
+}
+
 static int walk_dir(walker_t *w, scan_dir_t *d);
 
 static int visit(walker_t *w, scan_dir_t *dir, scan_ent_t *ent)
@@ -810,6 +1358,7 @@ static int visit(walker_t *w, scan_dir_t *dir, scan_ent_t *ent)
         r = add_entry(w, &e);
         if (r == 0)
             r = walk_dir(w, sub);
+        ent->new_off = sub->new_off;
         dir_release(w->pool, sub);
         return r;
     }
@@ -863,7 +1412,8 @@ static int visit(walker_t *w, scan_dir_t *dir, scan_ent_t *ent)
     return 0;
 }
 
-/* Visits the entries of d, which the walk has taken. */
+/* Visits the entries of d, which the walk has taken, then puts d's record into the new
+ * directory cache. */
 static int walk_dir(walker_t *w, scan_dir_t *d)
 {
     size_t saved;
@@ -874,6 +1424,10 @@ static int walk_dir(walker_t *w, scan_dir_t *d)
                  err_str(d->list_err));
         return d->list_err;
     }
+    if (d->cached)
+        w->s->dirs_cached++;
+    else
+        w->s->dirs_listed++;
     for (size_t i = 0; i < d->n && r == 0; i++) {
         r = path_push(w, d->ents[i].name, &saved);
         if (r == 0) {
@@ -881,6 +1435,8 @@ static int walk_dir(walker_t *w, scan_dir_t *d)
             path_pop(w, saved);
         }
     }
+    if (r == 0)
+        d->new_off = dc_add(w, d);
     return r;
 }
 
@@ -890,7 +1446,7 @@ static char *path_join(const char *dir, const char *name)
     return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
 }
 
-/* Removes what an interrupted run left: manifest.new and the writer's temp files. */
+/* Removes what an interrupted run left: manifest.new, dirs.new and the writer's temp files. */
 static void remove_leftovers(const char *state_dir)
 {
     DIR *d = opendir(state_dir);
@@ -898,7 +1454,8 @@ static void remove_leftovers(const char *state_dir)
     if (!d)
         return;
     while ((de = readdir(d))) {
-        if (!strcmp(de->d_name, "manifest.new") || !strncmp(de->d_name, "manifest.new.tmp.", 17) ||
+        if (!strcmp(de->d_name, "manifest.new") || !strcmp(de->d_name, "dirs.new") ||
+            !strncmp(de->d_name, "manifest.new.tmp.", 17) ||
             !strncmp(de->d_name, "generation.tmp", 14) || !strncmp(de->d_name, "changes.", 8))
             unlinkat(dirfd(d), de->d_name, 0);
     }
@@ -942,7 +1499,11 @@ static uint64_t read_generation(files_scan_t *s)
 int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t err_size)
 {
     files_scan_t *s = calloc(1, sizeof(*s));
-    walker_t w = {.s = s, .err = err, .err_size = err_size, .racy_sec = INT64_MIN};
+    walker_t w = {.s = s,
+                  .err = err,
+                  .err_size = err_size,
+                  .racy_sec = INT64_MIN,
+                  .dc = {.old_fd = -1, .fd = -1, .pos = DC_HEADER_LEN}};
     scan_pool_t pool;
     scan_dir_t *root = NULL;
     struct stat st;
@@ -961,7 +1522,9 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
         !(s->new_path = path_join(opts->state_dir, "manifest.new")) ||
         !(s->chg_old_path = path_join(opts->state_dir, "changes.old")) ||
         !(s->chg_new_path = path_join(opts->state_dir, "changes.new")) ||
-        !(s->gen_path = path_join(opts->state_dir, "generation"))) {
+        !(s->gen_path = path_join(opts->state_dir, "generation")) ||
+        !(w.dc.path = path_join(opts->state_dir, "dirs")) ||
+        !(w.dc.new_path = path_join(opts->state_dir, "dirs.new"))) {
         r = UV_ENOMEM;
         snprintf(err, err_size, "out of memory");
         goto fail;
@@ -1027,8 +1590,12 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
         snprintf(err, err_size, "cannot write %s: %s", s->new_path, err_str(r));
         goto fail;
     }
+    /* The directory cache: without SHA-256 none is read or written. */
+    const char *no_dc = getenv("UNDERSTUDY_SCAN_NO_DIRCACHE");
+    if ((w.dc.sha = EVP_MD_fetch(NULL, "SHA256", NULL)) && !(no_dc && *no_dc && strcmp(no_dc, "0")))
+        dc_open_old(&w.dc);
     fault_point("agent.scan.start");
-    pool_start(&pool, w.ex, scan_threads());
+    pool_start(&pool, w.ex, scan_threads(), &w.dc);
     pooled = true;
     w.pool = &pool;
     if (!(root = dir_new(NULL, NULL))) {
@@ -1037,15 +1604,18 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
         goto fail;
     }
     root->fd = rootfd;
+    root->cache_off = w.dc.old_fd >= 0 ? w.dc.old_root : 0;
     rootfd = -1;
     pool_push(&pool, root);
     dir_take(&pool, root);
     r = walk_dir(&w, root);
+    uint64_t root_off = root->new_off;
     pool_stop(&pool);
     dir_release(&pool, root);
     root = NULL;
     if (r < 0)
         goto fail;
+    dc_finish(&w, root_off);
     /* Read the old manifest to its end, so a damaged tail is noticed too. */
     if (w.old && w.old_valid && !w.old_seen) {
         w.differs = true; /* the entry old_find stopped at was not walked */
@@ -1108,6 +1678,8 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
     if (!s->have_old)
         s->base_generation = 0;
     s->same_as_saved = s->have_old && !w.differs;
+    /* The cache describes the tree, not the sync state: it is kept whatever the sync does. */
+    dc_install(&w);
     r = 0;
     *ret = s;
 fail:
@@ -1122,6 +1694,7 @@ fail:
     mf_writer_abort(w.w);
     spools_drop(&w);
     mf_reader_close(w.old);
+    dc_close(&w.dc);
     excl_free(w.ex);
     EVP_MD_CTX_free(w.md);
     free(w.buf);
@@ -1150,6 +1723,16 @@ uint64_t files_scan_base_generation(const files_scan_t *s)
 uint64_t files_scan_hashed(const files_scan_t *s)
 {
     return s->hashed;
+}
+
+uint64_t files_scan_dirs_listed(const files_scan_t *s)
+{
+    return s->dirs_listed;
+}
+
+uint64_t files_scan_dirs_cached(const files_scan_t *s)
+{
+    return s->dirs_cached;
 }
 
 static int fsync_dir(const char *dir)

@@ -7,6 +7,9 @@
  * when its size, mtime, ctime or inode changed, or when it is "racily clean" (its mtime is not
  * older than the saved manifest, git's rule). The new manifest is written to
  * state_dir/manifest.new and becomes state_dir/manifest only when the controller applied it.
+ * A directory is not listed again (getdents64) when its stat data shows no change since the
+ * listing kept for it in state_dir/dirs, which every scan that goes through updates, whatever
+ * the sync does next; every name is still lstat'ed.
  */
 #ifndef UNDERSTUDY_AGENT_FILES_H
 #define UNDERSTUDY_AGENT_FILES_H
@@ -44,6 +47,10 @@ uint64_t files_scan_base_generation(const files_scan_t *s);
 /* How many regular files this scan read and hashed (the rest took their hash from the saved
  * manifest); for the summary and the tests. */
 uint64_t files_scan_hashed(const files_scan_t *s);
+/* How many directories the walk went through whose names it listed with getdents64, and how
+ * many it took from a trusted record of the directory cache instead; for the tests. */
+uint64_t files_scan_dirs_listed(const files_scan_t *s);
+uint64_t files_scan_dirs_cached(const files_scan_t *s);
 
 /* After SyncReady: sends FileEntry messages (every entry when ready->full_listing, else only
  * what differs from the saved manifest, deletions included) and FilesEnd; receives FileNeed

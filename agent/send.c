@@ -66,6 +66,9 @@ typedef struct sender {
     uint64_t need_count, need_bytes, done_files, done_bytes;
     int64_t last_draw, bw_start;
     uint64_t bw_bytes;
+    /* The manifest the listing came from, which holds every entry the controller may ask for:
+     * the change spool of an incremental listing (small), else the whole new manifest. */
+    const char *listed_path;
 } sender_t;
 
 /* One spooled need. */
@@ -250,6 +253,7 @@ static int send_listing(sender_t *sd, bool full)
     bool changes = !full && sd->s->have_changes;
     const char *new_path = changes ? sd->s->chg_new_path : sd->s->new_path;
     const char *old_path = changes ? sd->s->chg_old_path : sd->s->manifest_path;
+    sd->listed_path = new_path;
     r = mf_reader_open(new_path, &rn, NULL);
     if (r < 0)
         return reader_fail(sd, new_path, r);
@@ -371,7 +375,7 @@ static int spool_read(FILE *f, need_t *nd)
     return 1;
 }
 
-/* Finds path in manifest.new (a forward cursor, restarted for a need out of order). */
+/* Finds path in the listed manifest (a forward cursor, restarted for a need out of order). */
 typedef struct lookup {
     mf_reader_t *r;
     mf_entry_t e;
@@ -385,16 +389,16 @@ static int lookup_find(sender_t *sd, lookup_t *lk, const char *path, const mf_en
     if (!lk->r || (lk->last[0] && mf_path_cmp(path, lk->last) <= 0)) {
         mf_reader_close(lk->r);
         lk->r = NULL;
-        r = mf_reader_open(sd->s->new_path, &lk->r, NULL);
+        r = mf_reader_open(sd->listed_path, &lk->r, NULL);
         if (r < 0)
-            return reader_fail(sd, sd->s->new_path, r);
+            return reader_fail(sd, sd->listed_path, r);
         lk->have = mf_reader_next(lk->r, &lk->e);
     }
     snprintf(lk->last, sizeof(lk->last), "%s", path);
     while (lk->have > 0 && mf_path_cmp(lk->e.path, path) < 0)
         lk->have = mf_reader_next(lk->r, &lk->e);
     if (lk->have < 0)
-        return reader_fail(sd, sd->s->new_path, lk->have);
+        return reader_fail(sd, sd->listed_path, lk->have);
     *ret = lk->have > 0 && !mf_path_cmp(lk->e.path, path) ? &lk->e : NULL;
     return 0;
 }
@@ -779,6 +783,7 @@ int files_send(files_scan_t *s, const msgio_t *io, const wire_sync_ready_t *read
     stats->files_hashed = s->hashed;
     sd.tty = s->progress && isatty(STDERR_FILENO);
     sd.bw_start = now_ns();
+    sd.listed_path = s->new_path; /* an unchanged tree lists nothing: no need is valid */
     if (!s->have_new) {
         snprintf(err, err_size, "files_send needs a scan");
         return ERR_INTERNAL;

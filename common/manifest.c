@@ -169,14 +169,29 @@ void mf_hash_hex(const uint8_t hash[MF_HASH_LEN], char ret[2 * MF_HASH_LEN + 1])
 
 /* ---- writer ---- */
 
+/* Digest input is gathered into a buffer and hashed in large pieces: one EVP call per entry
+ * cost more than the hashing itself. The digest is the same over the same byte stream. */
+#define MF_DIGEST_BATCH (64u * 1024)
+_Static_assert(MF_DIGEST_MAX <= MF_DIGEST_BATCH, "a record fits in the digest batch");
+
 struct mf_writer {
     FILE *f;
     char *path, *tmp;
-    char *last; /* previous path, for the order check */
+    char *last; /* previous path (MF_PATH_MAX bytes), for the order check */
+    bool have_last;
     mf_digest_t digest;
+    uint8_t *dbuf; /* MF_DIGEST_BATCH bytes of digest input not hashed yet */
+    size_t dlen;
     uint64_t count;
     bool no_fsync;
 };
+
+static void writer_digest_flush(mf_writer_t *w)
+{
+    if (w->dlen)
+        EVP_DigestUpdate(w->digest.ctx, w->dbuf, w->dlen);
+    w->dlen = 0;
+}
 
 int mf_writer_open(const char *path, mf_writer_t **ret)
 {
@@ -188,7 +203,9 @@ int mf_writer_open(const char *path, mf_writer_t **ret)
     w->path = strdup(path);
     if (w->path && asprintf(&w->tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
         w->tmp = NULL;
-    if (!w->path || !w->tmp || mf_digest_init(&w->digest) < 0) {
+    w->last = malloc(MF_PATH_MAX);
+    w->dbuf = malloc(MF_DIGEST_BATCH);
+    if (!w->path || !w->tmp || !w->last || !w->dbuf || mf_digest_init(&w->digest) < 0) {
         r = UV_ENOMEM;
         goto fail;
     }
@@ -217,19 +234,19 @@ int mf_writer_add(mf_writer_t *w, const mf_entry_t *e)
 
     if (plen == 0 || plen >= MF_PATH_MAX || llen >= MF_PATH_MAX)
         return ERR_PROTOCOL;
-    if (w->last && mf_path_cmp(w->last, e->path) >= 0)
+    if (w->have_last && mf_path_cmp(w->last, e->path) >= 0)
         return ERR_PROTOCOL;
-    char *copy = realloc(w->last, plen + 1);
-    if (!copy)
-        return UV_ENOMEM;
-    memcpy(copy, e->path, plen + 1);
-    w->last = copy;
+    memcpy(w->last, e->path, plen + 1);
+    w->have_last = true;
 
     /* The file's record is the digest's record (with the mode of a symlink) plus the cache
-     * fields: built once, written with one call, digested with one. */
+     * fields: built once, written with one call, digested in batches. */
     uint8_t buf[MF_DIGEST_MAX + 24];
     size_t n = digest_record(e, plen, llen, buf);
-    EVP_DigestUpdate(w->digest.ctx, buf, n);
+    if (w->dlen + n > MF_DIGEST_BATCH)
+        writer_digest_flush(w);
+    memcpy(w->dbuf + w->dlen, buf, n);
+    w->dlen += n;
     if (e->kind == MF_SYMLINK)
         put_u32(buf + 4 + plen + 1, e->mode & 07777);
     put_u64(buf + n, e->dev);
@@ -260,6 +277,7 @@ int mf_writer_commit(mf_writer_t *w, uint8_t ret_digest[MF_HASH_LEN], uint64_t *
         mf_writer_abort(w);
         return r;
     }
+    writer_digest_flush(w);
     mf_digest_final(&w->digest, ret_digest);
     if (ret_count)
         *ret_count = w->count;
@@ -281,6 +299,7 @@ void mf_writer_abort(mf_writer_t *w)
     free(w->tmp);
     free(w->path);
     free(w->last);
+    free(w->dbuf);
     free(w);
 }
 
@@ -290,6 +309,7 @@ struct mf_reader {
     FILE *f;
     char *path, *link, *last;
     size_t path_cap, link_cap, last_cap;
+    bool have_last; /* last holds the previous entry's path */
 };
 
 int mf_reader_open(const char *path, mf_reader_t **ret, bool *ret_missing)
@@ -339,20 +359,6 @@ static int read_string(FILE *f, char **buf, size_t *cap, size_t len)
     return 0;
 }
 
-static int read_string_copy(char **buf, size_t *cap, const char *s)
-{
-    size_t len = strlen(s);
-    if (*cap < len + 1) {
-        char *p = realloc(*buf, len + 1);
-        if (!p)
-            return UV_ENOMEM;
-        *buf = p;
-        *cap = len + 1;
-    }
-    memcpy(*buf, s, len + 1);
-    return 0;
-}
-
 int mf_reader_next(mf_reader_t *r, mf_entry_t *e)
 {
     uint8_t head[4], fixed[MF_FIXED], tail[24];
@@ -365,16 +371,20 @@ int mf_reader_next(mf_reader_t *r, mf_entry_t *e)
         return 0;
     if (n != 4)
         return ERR_PROTOCOL;
-    /* Keep the previous path for the order check before reading over it. */
+    /* The previous path stays for the order check: the two buffers swap. */
     if (r->path) {
-        rc = read_string_copy(&r->last, &r->last_cap, r->path);
-        if (rc < 0)
-            return rc;
+        char *p = r->last;
+        size_t cap = r->last_cap;
+        r->last = r->path;
+        r->last_cap = r->path_cap;
+        r->path = p;
+        r->path_cap = cap;
+        r->have_last = true;
     }
     rc = read_string(r->f, &r->path, &r->path_cap, get_u32(head));
     if (rc < 0)
         return rc;
-    if (!r->path[0] || (r->last_cap && mf_path_cmp(r->last, r->path) >= 0))
+    if (!r->path[0] || (r->have_last && mf_path_cmp(r->last, r->path) >= 0))
         return ERR_PROTOCOL;
     if (fread_unlocked(fixed, sizeof(fixed), 1, r->f) != 1 || fread_unlocked(head, 4, 1, r->f) != 1)
         return ERR_PROTOCOL;

@@ -185,6 +185,20 @@ static void htab_free(htab_t *t)
     memset(t, 0, sizeof(*t));
 }
 
+/* Adds a live regular file (the first path of each content is the one kept). */
+static int htab_add_live(htab_t *t, const mf_entry_t *e)
+{
+    hslot_t *s = htab_add(t, e->hash);
+    return !s ? -ENOMEM : !(s->state & H_LIVE) ? htab_add_path(t, s, e->path) : 0;
+}
+
+/* For gen_store_put_tab. */
+static void htab_destroy(void *tab)
+{
+    htab_free(tab);
+    free(tab);
+}
+
 /* ---- the stage ---- */
 
 typedef struct need {
@@ -332,9 +346,10 @@ fail:
     return r;
 }
 
-/* The live generation's content by hash, read on first use: a sync that lists no regular file
- * (nothing changed) never reads the live manifest. */
-static int load_live_tab(stage_t *st, char *err, size_t err_size)
+/* The live generation's content by hash, on first use: a sync that lists no regular file
+ * (nothing changed) never needs it. Taken from the background job when that built it (and then
+ * *ret_prepared is set), else read from the live manifest. */
+static int load_live_tab(stage_t *st, bool *ret_prepared, char *err, size_t err_size)
 {
     const char *mpath = gen_store_live_manifest(st->g);
     mf_reader_t *rd;
@@ -344,17 +359,22 @@ static int load_live_tab(stage_t *st, char *err, size_t err_size)
     if (st->tab_loaded || !mpath)
         return 0;
     st->tab_loaded = true;
+    /* Built already by the preparation of the next tree, when that read this manifest. */
+    htab_t *pre = gen_store_take_tab(st->g, gen_store_live(st->g));
+    if (pre) {
+        htab_free(&st->tab);
+        st->tab = *pre;
+        free(pre);
+        if (ret_prepared)
+            *ret_prepared = true;
+        return 0;
+    }
     r = mf_reader_open(mpath, &rd, NULL);
     if (r < 0)
         return set_err(err, err_size, r, "cannot read the live manifest %s: %s", mpath, err_str(r));
     while ((r = mf_reader_next(rd, &e)) == 1) {
-        if (e.kind != MF_REGULAR)
-            continue;
-        hslot_t *s = htab_add(&st->tab, e.hash);
-        if (!s || (!(s->state & H_LIVE) && htab_add_path(&st->tab, s, e.path) < 0)) {
-            r = -ENOMEM;
+        if (e.kind == MF_REGULAR && (r = htab_add_live(&st->tab, &e)) < 0)
             break;
-        }
     }
     mf_reader_close(rd);
     if (r < 0)
@@ -368,6 +388,17 @@ void stage_set_verify_live(stage_t *st, bool on)
 }
 
 static bool same_meta(const stage_t *st, int fd, const mf_entry_t *e);
+
+/* The size of the live tree's regular file at path; 0 when there is none. */
+static uint64_t live_size(const stage_t *st, const char *path)
+{
+    struct stat s;
+    int fd = st->live_fd >= 0 ? safefs_open(st->live_fd, path, O_PATH, 0) : -1;
+    bool ok = fd >= 0 && fstat(fd, &s) == 0 && S_ISREG(s.st_mode);
+    if (fd >= 0)
+        close(fd);
+    return ok ? (uint64_t)s.st_size : 0;
+}
 
 /* Whether the live copy of le still has the metadata its manifest entry records. */
 static bool live_intact(const stage_t *st, const mf_entry_t *le)
@@ -857,7 +888,10 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
         snprintf(lpath, sizeof(lpath), "%s/staging/" DELETIONS, o->data);
         r = mf_writer_open(lpath, &dw);
     }
-    if (r == 0 && gen_store_live_manifest(st->g))
+    /* The live entry at each listed path matters only after a resync, where a live copy counts
+     * only while it is intact; otherwise the content table tells what the backup has, and the
+     * live file itself whether a changed one is big enough for a delta (live_size). */
+    if (r == 0 && st->verify_live && gen_store_live_manifest(st->g))
         r = mf_reader_open(gen_store_live_manifest(st->g), &live, NULL);
     if (r < 0) {
         set_err(err, err_size, r, "cannot spool the listing: %s", err_str(r));
@@ -959,7 +993,7 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
             continue;
         }
         if (!st->tab_loaded) {
-            r = load_live_tab(st, err, err_size);
+            r = load_live_tab(st, &stats->tab_prepared, err, err_size);
             if (r < 0)
                 goto out;
         }
@@ -997,7 +1031,8 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
             } else {
                 uint64_t resume = 0;
                 wire_transfer_t tr = WIRE_TRANSFER_WHOLE;
-                if (same_path && le.size > DELTA_MIN_SIZE && e.size > DELTA_MIN_SIZE)
+                if (e.size > DELTA_MIN_SIZE &&
+                    (live ? same_path && le.size : live_size(st, path)) > DELTA_MIN_SIZE)
                     tr = WIRE_TRANSFER_DELTA;
                 else if (stored && (uint64_t)ost.st_size < e.size)
                     resume = (uint64_t)ost.st_size;
@@ -1471,13 +1506,16 @@ static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, bool as_
     r = mf_writer_add(b->w, e);
     if (r < 0)
         return refuse(st, err, err_size, e->path, plen, "entry out of order");
+    /* The prepared link, checked when it was made and watched since. Its directory is the live
+     * one's, which the merge emitted before it (build drops what is below a deleted or replaced
+     * directory). */
+    if (b->trust && as_live && e->kind == MF_REGULAR && strcmp(e->path, GEN_REWRITTEN_FILE) != 0)
+        return 0;
     int dirfd = parent_of(b, e->path, &name);
     if (dirfd < 0)
         return refuse(st, err, err_size, e->path, plen,
                       dirfd == -ENOENT ? "its directory is not in the tree"
                                        : "its directory is not a directory of the tree");
-    if (b->trust && as_live && e->kind == MF_REGULAR && strcmp(e->path, GEN_REWRITTEN_FILE) != 0)
-        return 0; /* the prepared link, checked when it was made and watched since */
     if (b->patch) {
         r = patch_entry(b, e, live_same_path, dirfd, name);
         if (r == 1)
@@ -1664,6 +1702,16 @@ static int finish_dirs(builder_t *b, char *err, size_t err_size)
     if (fchmod(st->root_fd, 0755) < 0)
         return set_err(err, err_size, -errno, "cannot set the metadata of the new root: %s",
                        strerror(errno));
+    /* Writeback of every file starts first, so that the fsyncs wait for writes in flight
+     * together rather than one after another. */
+    for (size_t i = 0; b->patch && i < b->n_sync; i++) {
+        const char *p = b->sync_paths[i];
+        int fd = p[0] ? safefs_open(st->root_fd, p, O_RDONLY, 0) : -1;
+        if (fd >= 0) {
+            (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+            close(fd);
+        }
+    }
     for (size_t i = 0; b->patch && i < b->n_sync; i++) {
         const char *p = b->sync_paths[i];
         int fd = p[0] ? safefs_open(st->root_fd, p, O_RDONLY, 0) : -1;
@@ -1832,6 +1880,7 @@ static void prep_main(void *arg)
     uint64_t linked = 0;
     int r = -1;
     int watch;
+    htab_t *tab = NULL;
 
     if (j->clean_only) {
         remove_set_aside(j);
@@ -1855,6 +1904,8 @@ static void prep_main(void *arg)
         goto report;
     }
     r = mf_reader_open(j->manifest, &rd, NULL);
+    /* The content table the next sync needs (load_live_tab), while the manifest is read. */
+    tab = calloc(1, sizeof(*tab));
     while (r == 0 && (r = mf_reader_next(rd, &e)) == 1) {
         const char *name, *lname;
         if (gen_store_bg_cancelled(j->g)) {
@@ -1862,6 +1913,10 @@ static void prep_main(void *arg)
             break;
         }
         r = 0;
+        if (tab && e.kind == MF_REGULAR && htab_add_live(tab, &e) < 0) {
+            htab_destroy(tab);
+            tab = NULL;
+        }
         if (e.kind == MF_SYMLINK) /* cheap to make at sync time, and rare */
             continue;
         int dirfd = parent_of(&b, e.path, &name);
@@ -1913,6 +1968,10 @@ static void prep_main(void *arg)
             watch_drop(&watch);
         }
     }
+    if (r == 0 && tab) {
+        gen_store_put_tab(j->g, tab, j->base, htab_destroy);
+        tab = NULL;
+    }
     /* Durable before it counts as prepared, so that a sync patching it needs to fsync only
      * what it changes. An fsync per directory rather than a syncfs: the tree is only directory
      * entries and metadata, and a syncfs would also wait for every other program's writes. */
@@ -1949,6 +2008,8 @@ report:
                  " (%s): the next sync builds it whole, and the one after it prepares again",
                  gen_store_opts(j->g)->data, err_str(r));
     mf_reader_close(rd);
+    if (tab)
+        htab_destroy(tab);
     builder_free(&b);
     if (ps.root_fd >= 0)
         close(ps.root_fd);
@@ -2049,7 +2110,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     builder_t b = {.st = st, .parent_fd = -1, .live_parent_fd = -1};
     uint8_t digest[MF_HASH_LEN];
     char path[PATH_MAX];
-    int watch = -1, r;
+    int watch = -1, mf_fd = -1, r;
 
     if (!st->received) {
         r = set_err(err, err_size, ERR_INTERNAL, "stage_commit before the files were received");
@@ -2068,7 +2129,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     watch = gen_store_take_watch(st->g, gen_store_live(st->g));
     b.trust = b.patch && watch >= 0;
     if (r == 0)
-        r = load_live_tab(st, err, err_size);
+        r = load_live_tab(st, NULL, err, err_size);
     if (r < 0)
         goto out;
     snprintf(path, sizeof(path), "%s/staging/" GEN_STAGE_DIR "/manifest", o->data);
@@ -2081,11 +2142,18 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     if (r < 0)
         goto out;
     /* A tree built whole is made durable by gen_store_install's syncfs, the manifest with it; a
-     * patched tree by an fsync of everything the patch wrote (place_file, finish_dirs). */
-    if (!b.patch)
-        mf_writer_skip_fsync(b.w);
+     * patched tree by an fsync of everything the patch wrote (place_file, finish_dirs), and of
+     * the manifest, whose writeback starts now and is waited for once the rest is done. */
+    mf_writer_skip_fsync(b.w);
     r = mf_writer_commit(b.w, digest, NULL);
     b.w = NULL;
+    if (r == 0 && b.patch) {
+        mf_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (mf_fd < 0)
+            r = -errno;
+        else
+            (void)sync_file_range(mf_fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
     if (r < 0) {
         set_err(err, err_size, r, "cannot write %s: %s", path, err_str(r));
         goto out;
@@ -2111,6 +2179,8 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
      * checked, every file taken on trust is looked at after all. */
     if (r == 0 && b.trust && watch_fired(watch))
         r = check_trusted(&b, path, err, err_size);
+    if (r == 0 && mf_fd >= 0 && fsync(mf_fd) < 0)
+        r = set_err(err, err_size, -errno, "cannot fsync %s: %s", path, strerror(errno));
     if (r < 0)
         goto out;
     close(st->root_fd);
@@ -2132,6 +2202,8 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
 out:
     if (watch >= 0)
         close(watch);
+    if (mf_fd >= 0)
+        close(mf_fd);
     mf_writer_abort(b.w);
     builder_free(&b);
     stage_abort(st);

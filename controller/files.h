@@ -9,6 +9,7 @@
 
 typedef struct files_rx_stats {
     uint64_t entries, needs, bytes_received, reused_by_hash;
+    bool tab_prepared; /* the live content table came ready from the background job (tests) */
 } files_rx_stats_t;
 
 /* Starts a stage for the next generation. */

@@ -57,6 +57,11 @@ struct gen_store {
     /* The prepared tree's watch (genpriv.h), -1 when none. */
     int watch_fd;
     uint64_t watch_base;
+    /* The live generation's content table (genpriv.h), NULL when none; under tab_mu. */
+    pthread_mutex_t tab_mu;
+    void *tab;
+    uint64_t tab_base;
+    void (*tab_free)(void *tab);
 };
 
 int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
@@ -457,6 +462,7 @@ int gen_store_open(const gen_opts_t *opts, const gen_hooks_t *hooks, gen_store_t
     if (!g)
         return set_err(err, err_size, -ENOMEM, "out of memory");
     g->data_fd = g->gens_fd = g->staging_fd = g->lock_fd = g->watch_fd = -1;
+    pthread_mutex_init(&g->tab_mu, NULL);
     if (!opts->data || opts->data[0] != '/' || !opts->docroot || opts->docroot[0] != '/') {
         r = set_err(err, err_size, ERR_CONFIG, "[site] data and docroot must be absolute paths");
         goto fail;
@@ -611,12 +617,42 @@ int gen_store_take_watch(gen_store_t *g, uint64_t base)
     return fd;
 }
 
+void gen_store_put_tab(gen_store_t *g, void *tab, uint64_t base, void (*free_fn)(void *tab))
+{
+    pthread_mutex_lock(&g->tab_mu);
+    void *old = g->tab;
+    void (*old_free)(void *) = g->tab_free;
+    g->tab = tab;
+    g->tab_base = base;
+    g->tab_free = free_fn;
+    pthread_mutex_unlock(&g->tab_mu);
+    if (old)
+        old_free(old);
+}
+
+void *gen_store_take_tab(gen_store_t *g, uint64_t base)
+{
+    pthread_mutex_lock(&g->tab_mu);
+    void *tab = g->tab;
+    void (*free_fn)(void *) = g->tab_free;
+    bool match = g->tab_base == base;
+    g->tab = NULL;
+    pthread_mutex_unlock(&g->tab_mu);
+    if (tab && !match) {
+        free_fn(tab);
+        tab = NULL;
+    }
+    return tab;
+}
+
 void gen_store_close(gen_store_t *g)
 {
     if (!g)
         return;
     atomic_store(&g->bg_cancel, true);
     gen_store_bg_wait(g);
+    gen_store_put_tab(g, NULL, 0, NULL);
+    pthread_mutex_destroy(&g->tab_mu);
     if (g->data_fd >= 0)
         close(g->data_fd);
     if (g->gens_fd >= 0)

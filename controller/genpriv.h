@@ -78,6 +78,14 @@ const atomic_bool *gen_store_bg_cancel_flag(gen_store_t *g);
  * finishes before anyone takes: the sync waits for the job) and from the sync (take). */
 void gen_store_put_watch(gen_store_t *g, int fd, uint64_t base);
 int gen_store_take_watch(gen_store_t *g, uint64_t base);
+
+/* The content table of generation base (files.c), built by the background job as it reads the
+ * manifest, so that a sync does not read the whole live manifest to build it. put hands tab
+ * over with its destructor (freeing an earlier one; NULL clears); take returns it when it was
+ * put for base and NULL otherwise, and the caller owns it. Thread-safe: the job may still run
+ * while a sync takes. */
+void gen_store_put_tab(gen_store_t *g, void *tab, uint64_t base, void (*free_fn)(void *tab));
+void *gen_store_take_tab(gen_store_t *g, uint64_t base);
 /* Formats a one-line reason into err and returns r (for `return set_err(...)`). */
 int set_err(char *err, size_t err_size, int r, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

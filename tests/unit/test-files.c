@@ -1,7 +1,9 @@
 /* Tests for the agent's files phase (agent/files.c, agent/send.c, agent/exclude.c): walk order and
  * excludes on a generated tree, the quick check (an unchanged rescan reads no file), git's racy
  * clean rule, incremental against full listings, the threaded walk against the single-threaded
- * one, manifest.new written only when something changed, and whole sessions over an in-memory
+ * one, manifest.new written only when something changed, the directory cache (state_dir/dirs:
+ * unchanged directories are not listed again, changed, damaged or racy ones are, and the
+ * manifest is the same either way), and whole sessions over an in-memory
  * pipe with a fake controller thread written here (independently of controller/files.c) that
  * asks for whole files and librsync deltas, rebuilds every file and compares it with the bytes
  * on disk. */
@@ -1430,7 +1432,9 @@ static uint8_t *fresh_scan_bytes(size_t *ret_len, uint8_t digest[MF_HASH_LEN])
     files_scan_free(s);
     at(p, sizeof(p), state, "lock");
     unlink(p);
-    rmdir(state);
+    at(p, sizeof(p), state, "dirs");
+    unlink(p);
+    assert_int_equal(rmdir(state), 0);
     memcpy(state, saved_state, sizeof(state));
     return b;
 }
@@ -1622,7 +1626,376 @@ static void test_too_deep(void **st)
         assert_null(s);
         assert_non_null(strstr(err, "directories nested deeper than 256 levels at"));
         assert_false(state_has("manifest.new"));
+        assert_false(state_has("dirs.new"));
     }
+}
+
+/* ---- the directory cache ---- */
+
+/* A directory's entries change its mtime and ctime; a listing is trusted only when both are
+ * more than a second older than the listing. */
+static void sleep_past_racy_margin(void)
+{
+    struct timespec t = {1, 100000000};
+    while (nanosleep(&t, &t) != 0 && errno == EINTR)
+        ;
+}
+
+static size_t n_dirs_found;
+
+static int count_dir(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)st;
+    (void)ftw;
+    if (flag == FTW_D)
+        n_dirs_found++;
+    return 0;
+}
+
+/* The directories in the site, the root included. */
+static size_t count_dirs(void)
+{
+    n_dirs_found = 0;
+    nftw(root, count_dir, 16, FTW_PHYS);
+    return n_dirs_found;
+}
+
+typedef struct dc_result {
+    uint8_t *manifest; /* manifest.new's bytes */
+    size_t len;
+    uint64_t listed, cached;
+} dc_result_t;
+
+/* Scans with threads readers (NULL: the default), reading the directory cache unless no_cache,
+ * with the excludes ex; nothing is committed, so manifest.new holds the whole manifest. */
+static dc_result_t dc_scan(const char *threads, bool no_cache, const char *const *ex, size_t n_ex)
+{
+    dc_result_t out;
+    set_threads(threads);
+    if (no_cache)
+        assert_int_equal(setenv("UNDERSTUDY_SCAN_NO_DIRCACHE", "1", 1), 0);
+    files_scan_t *s = scan_with(ex, n_ex);
+    assert_int_equal(unsetenv("UNDERSTUDY_SCAN_NO_DIRCACHE"), 0);
+    set_threads(NULL);
+    out.manifest = read_state("manifest.new", &out.len);
+    out.listed = files_scan_dirs_listed(s);
+    out.cached = files_scan_dirs_cached(s);
+    files_scan_free(s);
+    assert_false(state_has("manifest.new"));
+    assert_false(state_has("dirs.new"));
+    return out;
+}
+
+static void same_manifest(const dc_result_t *a, const dc_result_t *b)
+{
+    assert_int_equal(a->len, b->len);
+    assert_memory_equal(a->manifest, b->manifest, a->len);
+}
+
+static void dirs_stat(struct stat *st)
+{
+    char p[PATH_MAX * 2];
+    at(p, sizeof(p), state, "dirs");
+    assert_int_equal(stat(p, st), 0);
+}
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+    return a->st_ino == b->st_ino && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+/* Tests on a tree that none of them changes share one, built once and then left older than the
+ * racy margin (one sleep for them all); each has its own state directory. */
+static char aged_tmp[PATH_MAX], aged_root[PATH_MAX + 8];
+
+static int aged_group_setup(void **st)
+{
+    if (setup(st) != 0)
+        return -1;
+    make_wide_tree();
+    /* For the excludes: a directory and a file the default excludes and *.log leave out. */
+    make_dir("wp-content", 0755);
+    make_dir("wp-content/cache", 0755);
+    write_str("wp-content/cache/page.html", "cached\n", 0644);
+    write_str("wp-content/debug.log", "log\n", 0644);
+    age_tree();
+    memcpy(aged_tmp, tmp, sizeof(tmp));
+    memcpy(aged_root, root, sizeof(root));
+    sleep_past_racy_margin();
+    return 0;
+}
+
+static int aged_group_teardown(void **st)
+{
+    memcpy(tmp, aged_tmp, sizeof(tmp));
+    return teardown(st);
+}
+
+static int aged_setup(void **st)
+{
+    if (setup(st) != 0)
+        return -1;
+    memcpy(root, aged_root, sizeof(root));
+    return 0;
+}
+
+/* The walk's directories in the shared tree with the default excludes. */
+static size_t aged_walked_dirs(void)
+{
+    return count_dirs() - 1; /* wp-content/cache */
+}
+
+/* An unchanged rescan lists no directory, writes the same manifest as a scan that does not read
+ * the cache, and leaves the cache file alone; every number of reading threads agrees. */
+static void test_dircache_unchanged(void **st)
+{
+    (void)st;
+    size_t ndirs = aged_walked_dirs();
+    struct stat a, b;
+
+    assert_true(ndirs > 400);
+    dc_result_t first = dc_scan(NULL, false, default_excludes, 2);
+    assert_int_equal(first.listed, ndirs); /* no cache yet */
+    assert_int_equal(first.cached, 0);
+    dirs_stat(&a);
+
+    dc_result_t again = dc_scan(NULL, false, default_excludes, 2);
+    assert_int_equal(again.listed, 0);
+    assert_int_equal(again.cached, ndirs);
+    same_manifest(&again, &first);
+    dirs_stat(&b);
+    assert_true(same_file(&a, &b));
+
+    dc_result_t plain = dc_scan(NULL, true, default_excludes, 2);
+    assert_int_equal(plain.listed, ndirs);
+    assert_int_equal(plain.cached, 0);
+    same_manifest(&again, &plain);
+
+    const char *const counts[] = {"1", "2", "3", "4"};
+    for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
+        dc_result_t t = dc_scan(counts[i], false, default_excludes, 2);
+        assert_int_equal(t.listed, 0);
+        assert_int_equal(t.cached, ndirs);
+        same_manifest(&t, &first);
+        free(t.manifest);
+        dc_result_t u = dc_scan(counts[i], true, default_excludes, 2);
+        assert_int_equal(u.listed, ndirs);
+        same_manifest(&u, &first);
+        free(u.manifest);
+    }
+    /* The last scan above did not read the cache, so it wrote it; the ones reading it do not. */
+    dirs_stat(&a);
+    free(dc_scan("1", false, default_excludes, 2).manifest);
+    free(dc_scan("4", false, default_excludes, 2).manifest);
+    dirs_stat(&b);
+    assert_true(same_file(&a, &b));
+
+    /* A cache not written for over a day is not read: every directory is listed, and the cache
+     * written anew is read by the next scan. */
+    char p[PATH_MAX * 2];
+    at(p, sizeof(p), state, "dirs");
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 25 * 3600},
+                              {.tv_sec = time(NULL) - 25 * 3600}};
+    assert_int_equal(utimensat(AT_FDCWD, p, old, 0), 0);
+    dc_result_t stale = dc_scan(NULL, false, default_excludes, 2);
+    assert_int_equal(stale.listed, ndirs);
+    same_manifest(&stale, &first);
+    dc_result_t fresh = dc_scan(NULL, false, default_excludes, 2);
+    assert_int_equal(fresh.listed, 0);
+    assert_int_equal(fresh.cached, ndirs);
+    free(stale.manifest);
+    free(fresh.manifest);
+    free(first.manifest);
+    free(again.manifest);
+    free(plain.manifest);
+}
+
+/* Writes bytes over the cache file at off (or replaces it with them when off < 0). */
+static void damage_dirs(long off, const void *bytes, size_t n)
+{
+    char p[PATH_MAX * 2];
+    at(p, sizeof(p), state, "dirs");
+    int fd = open(p, off < 0 ? O_WRONLY | O_TRUNC : O_WRONLY);
+    assert_true(fd >= 0);
+    if (n)
+        assert_int_equal(pwrite(fd, bytes, n, off < 0 ? 0 : off), (ssize_t)n);
+    assert_int_equal(close(fd), 0);
+}
+
+/* A damaged cache is no cache: the directories are listed, the manifest is the same, no error;
+ * the scan then writes a good cache again. A dirs.new left by an interrupted run goes. */
+static void test_dircache_damaged(void **st)
+{
+    (void)st;
+    size_t ndirs = aged_walked_dirs(), len;
+    char p[PATH_MAX * 2];
+    struct stat sb;
+
+    dc_result_t ref = dc_scan(NULL, true, default_excludes, 2);
+    dc_result_t ok = dc_scan(NULL, false, default_excludes, 2);
+    assert_int_equal(ok.cached, ndirs);
+    free(ok.manifest);
+    dirs_stat(&sb);
+    size_t size = (size_t)sb.st_size;
+
+    for (int kind = 0; kind < 6; kind++) {
+        uint8_t *saved = read_state("dirs", &len), *junk;
+        uint64_t want_listed = ndirs;
+        switch (kind) {
+        case 0: /* a byte flipped in the first record (offset 16, after the header) */
+            saved[16 + 20] ^= 0x40;
+            damage_dirs(0, saved, len);
+            want_listed = 1;
+            break;
+        case 1: /* a byte flipped in the middle: one record or another, never none */
+            saved[len / 2] ^= 0x01;
+            damage_dirs(0, saved, len);
+            want_listed = 0; /* checked below: at least one */
+            break;
+        case 2: /* truncated: the trailer with the root's record is gone */
+            damage_dirs(-1, saved, len / 2);
+            break;
+        case 3: /* garbage of the same size */
+            junk = malloc(len);
+            random_bytes(junk, len, 99);
+            damage_dirs(-1, junk, len);
+            free(junk);
+            break;
+        case 4: /* empty */
+            damage_dirs(-1, NULL, 0);
+            break;
+        case 5: /* the trailer's root offset points into the middle of a record */
+            memcpy(saved + len - 16, &(uint64_t){len / 2 + 3}, 8);
+            damage_dirs(0, saved, len);
+            break;
+        }
+        free(saved);
+        dc_result_t d = dc_scan(NULL, false, default_excludes, 2);
+        same_manifest(&d, &ref);
+        if (kind == 1)
+            assert_true(d.listed >= 1 && d.listed < ndirs);
+        else
+            assert_int_equal(d.listed, want_listed);
+        assert_int_equal(d.listed + d.cached, ndirs);
+        free(d.manifest);
+        /* Rewritten whole and good. */
+        dirs_stat(&sb);
+        assert_int_equal((size_t)sb.st_size, size);
+        d = dc_scan(NULL, false, default_excludes, 2);
+        assert_int_equal(d.cached, ndirs);
+        free(d.manifest);
+    }
+
+    at(p, sizeof(p), state, "dirs.new");
+    write_bytes(state, "dirs.new", "stale", 5, 0600);
+    dc_result_t d = dc_scan(NULL, false, default_excludes, 2);
+    assert_int_equal(d.cached, ndirs);
+    assert_int_equal(access(p, F_OK), -1);
+    free(d.manifest);
+    free(ref.manifest);
+}
+
+/* The cache holds whole listings: names an exclude pattern dropped appear when it is removed,
+ * although their directory is not listed again. */
+static void test_dircache_exclude_removed(void **st)
+{
+    (void)st;
+    const char *const ex[] = {"wp-content/cache/", "*.log"};
+    size_t ndirs = count_dirs();
+    entlist_t l = {0};
+
+    dc_result_t d = dc_scan(NULL, false, ex, 2);
+    assert_int_equal(d.listed, ndirs - 1);
+    free(d.manifest);
+    d = dc_scan(NULL, false, ex, 2);
+    assert_int_equal(d.listed, 0);
+    assert_int_equal(d.cached, ndirs - 1);
+    free(d.manifest);
+
+    dc_result_t all = dc_scan(NULL, false, NULL, 0);
+    assert_int_equal(all.listed, 1); /* wp-content/cache, which has no record */
+    assert_int_equal(all.cached, ndirs - 1);
+    dc_result_t ref = dc_scan(NULL, true, NULL, 0);
+    same_manifest(&all, &ref);
+    /* manifest.new is gone; read the same bytes from a copy. */
+    write_bytes(state, "check", all.manifest, all.len, 0600);
+    read_manifest("check", &l);
+    assert_non_null(list_find(&l, "wp-content/debug.log"));
+    assert_non_null(list_find(&l, "wp-content/cache/page.html"));
+    list_free(&l);
+    free(all.manifest);
+    free(ref.manifest);
+}
+
+/* Creations, removals, renames, kind changes and a directory removed and made again under the
+ * same name are all seen; only the directories they touched are listed, and listed again by a
+ * scan right after (their records are within the racy margin). */
+static void test_dircache_changes(void **st)
+{
+    (void)st;
+    char p[PATH_MAX * 2], q[PATH_MAX * 2];
+    struct stat a, b;
+
+    make_wide_tree();
+    age_tree();
+    sleep_past_racy_margin();
+    free(dc_scan(NULL, false, default_excludes, 2).manifest);
+    dc_result_t d = dc_scan(NULL, false, default_excludes, 2);
+    assert_int_equal(d.listed, 0);
+    free(d.manifest);
+
+    /* Touched: d01/s01, d02/s02, d03/s03, d04/s04, d05/s05 and its new f2.php, d06 and its
+     * new s08 and s08/deep, d07/s01 and d07/s02 -- 11 directories. */
+    write_str("d01/s01/new.php", "<?php /* new */\n", 0644);
+    at(p, sizeof(p), root, "d02/s02/f1.php");
+    assert_int_equal(unlink(p), 0);
+    at(p, sizeof(p), root, "d03/s03/f0.php");
+    at(q, sizeof(q), root, "d03/s03/renamed.php");
+    assert_int_equal(rename(p, q), 0);
+    at(p, sizeof(p), root, "d04/s04/deep/x"); /* a directory becomes a file */
+    assert_int_equal(unlink(p), 0);
+    at(p, sizeof(p), root, "d04/s04/deep");
+    assert_int_equal(rmdir(p), 0);
+    write_str("d04/s04/deep", "now a file\n", 0644);
+    at(p, sizeof(p), root, "d05/s05/f2.php"); /* a file becomes a directory */
+    assert_int_equal(unlink(p), 0);
+    make_dir("d05/s05/f2.php", 0755);
+    write_str("d05/s05/f2.php/inside", "inside\n", 0644);
+    at(p, sizeof(p), root, "d06/s08"); /* rm -r, then the same names again */
+    nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    make_dir("d06/s08", 0755);
+    make_dir("d06/s08/deep", 0755);
+    write_str("d06/s08/deep/x", "again\n", 0600);
+    write_str("d06/s08/f0.php", "<?php /* again */\n", 0644);
+    at(p, sizeof(p), root, "d07/s01/f0.php"); /* moved to another directory */
+    at(q, sizeof(q), root, "d07/s02/moved.php");
+    assert_int_equal(rename(p, q), 0);
+
+    size_t ndirs = count_dirs(), nf;
+    uint8_t df[MF_HASH_LEN];
+    dirs_stat(&a);
+    d = dc_scan(NULL, false, default_excludes, 2);
+    uint8_t *fresh = fresh_scan_bytes(&nf, df); /* no cache at all */
+    assert_int_equal(d.len, nf);
+    assert_memory_equal(d.manifest, fresh, nf);
+    assert_int_equal(d.listed, 11);
+    assert_int_equal(d.cached, ndirs - 11);
+    free(d.manifest);
+    free(fresh);
+    dirs_stat(&b);
+    assert_int_not_equal(a.st_ino, b.st_ino);
+
+    /* Right away again: nothing changed, but the 11 new records were made in the same second
+     * as the changes, so they are not trusted. */
+    dc_result_t racy = dc_scan(NULL, false, default_excludes, 2);
+    assert_int_equal(racy.listed, 11);
+    assert_int_equal(racy.cached, ndirs - 11);
+    dc_result_t plain = dc_scan(NULL, true, default_excludes, 2);
+    same_manifest(&racy, &plain);
+    free(racy.manifest);
+    free(plain.manifest);
 }
 
 int main(void)
@@ -1644,6 +2017,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_changed_rescan_like_fresh, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_dir, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_deep, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dircache_changes, setup, teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest aged_tests[] = {
+        cmocka_unit_test_setup_teardown(test_dircache_unchanged, aged_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dircache_damaged, aged_setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dircache_exclude_removed, aged_setup, teardown),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    failed +=
+        cmocka_run_group_tests_name("aged tree", aged_tests, aged_group_setup, aged_group_teardown);
+    return failed;
 }

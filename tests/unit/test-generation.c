@@ -1049,9 +1049,27 @@ static void prepared(void **state)
     assert_int_equal(st.st_mode & 07777, 0644);
     assert_int_equal(prepared_base(f), 2);
 
+    /* The job also built the content table of generation 2: a copy of a live file is found in
+     * it and not asked for, and the big file changed at the end goes as a delta, since the
+     * live copy is big enough (live_size). */
+    sh("cd '%s' && cp -p wp-content/uploads/big.bin copy-of-big.bin && head -c 1024 /dev/zero "
+       ">> wp-content/uploads/big.bin",
+       f->src);
+    fix_dir_times(f);
+    agent_t a;
+    r = sync_tree(f, false, false, 0, &gen, &a);
+    if (r < 0)
+        fail_msg("sync of a copy: %s", f->err);
+    assert_int_equal(gen, 3);
+    assert_true(f->stats.tab_prepared);
+    assert_int_equal(f->stats.needs, 1);
+    assert_int_equal(a.deltas, 1);
+    compare_tree(f);
+    assert_int_equal(prepared_base(f), 3);
+
     /* A file the backup changed in place is in the prepared tree too (a hard link): the sync
      * notices and refuses, as one building the tree whole does. */
-    fmt(p, "%s/generations/2/root/wp-content/uploads/2024/01/same-a.txt", f->data);
+    fmt(p, "%s/generations/3/root/wp-content/uploads/2024/01/same-a.txt", f->data);
     sh("echo 'local edit' >> '%s'", p);
     put(f, "index.php", "<?php /* v3 */\n", 0644, 1700002000);
     fix_dir_times(f);
@@ -1059,8 +1077,8 @@ static void prepared(void **state)
     assert_true(r < 0);
     if (!strstr(f->err, "changed on the backup"))
         fail_msg("in-place change: unexpected error '%s'", f->err);
-    assert_int_equal(docroot_gen(f), 2);
-    assert_int_equal(gen_store_live(f->g), 2);
+    assert_int_equal(docroot_gen(f), 3);
+    assert_int_equal(gen_store_live(f->g), 3);
 }
 
 /* With the watch (files.c): the files the sync keeps are taken as prepared, and the in-place

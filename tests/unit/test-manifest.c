@@ -137,6 +137,38 @@ static void test_order_enforced(void **state)
     unlink(path);
 }
 
+/* A manifest far bigger than the writer's digest batch, with paths near the longest allowed:
+ * the writer's digest is still the digest of its entries one by one. */
+static void test_big_manifest_digest(void **state)
+{
+    char path[] = "/tmp/test-manifest.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    static char name[MF_PATH_MAX];
+    mf_writer_t *w;
+    mf_digest_t d;
+    uint8_t digest[MF_HASH_LEN], digest2[MF_HASH_LEN];
+    uint64_t count;
+    assert_int_equal(mf_writer_open(path, &w), 0);
+    assert_int_equal(mf_digest_init(&d), 0);
+    for (int i = 0; i < 3000; i++) {
+        size_t len = i % 7 == 0 ? MF_PATH_MAX - 1 : 20 + (size_t)i % 300;
+        memset(name, 'x', len);
+        snprintf(name, 16, "f%06d", i);
+        name[strlen(name)] = 'x';
+        name[len] = '\0';
+        mf_entry_t e = entry(name, i % 5 ? MF_REGULAR : MF_SYMLINK, i % 5 ? NULL : "target");
+        assert_int_equal(mf_writer_add(w, &e), 0);
+        mf_digest_add(&d, &e);
+    }
+    assert_int_equal(mf_writer_commit(w, digest, &count), 0);
+    mf_digest_final(&d, digest2);
+    assert_int_equal(count, 3000);
+    assert_memory_equal(digest, digest2, MF_HASH_LEN);
+    unlink(path);
+}
+
 static void test_link_escapes(void **state)
 {
     assert_false(mf_link_escapes("a/link", "target"));
@@ -154,9 +186,8 @@ static void test_link_escapes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_walk_order),
-        cmocka_unit_test(test_round_trip_and_digest),
-        cmocka_unit_test(test_order_enforced),
+        cmocka_unit_test(test_walk_order),     cmocka_unit_test(test_round_trip_and_digest),
+        cmocka_unit_test(test_order_enforced), cmocka_unit_test(test_big_manifest_digest),
         cmocka_unit_test(test_link_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
