@@ -1180,6 +1180,18 @@ static uint64_t dc_add(walker_t *w, scan_dir_t *d)
 
     if (!dc->sha || dc->failed || !d->have_stat || d->n > DC_MAX_NAMES)
         return 0;
+    /* Nothing written yet, and d's trusted record is at this offset with every subdirectory's
+     * record where it was: the record would be built byte for byte as it is (the common case
+     * of an unchanged tree), so it is neither built nor compared. */
+    if (dc->fd < 0 && d->cached && d->cache_off == off) {
+        size_t i = 0;
+        while (i < d->n && d->ents[i].new_off == d->ents[i].old_off)
+            i++;
+        if (i == d->n) {
+            dc->pos += d->rec_len;
+            return off;
+        }
+    }
     for (size_t i = 0; i < d->n; i++)
         blen += strlen(d->ents[i].name) + 1;
     if (blen > DC_MAX_BLOCK)

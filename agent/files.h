@@ -59,11 +59,12 @@ uint64_t files_scan_dirs_cached(const files_scan_t *s);
 int files_send(files_scan_t *s, const msgio_t *io, const wire_sync_ready_t *ready,
                files_stats_t *stats, char *err, size_t err_size);
 
-/* After a Result of APPLIED (or UNCHANGED) for generation: the new manifest becomes the saved
- * state, tagged with generation. */
 /* Makes this scan's new manifest durable ahead of the commit (which then does not), so the
  * fsync can run while the session does; the session may read the manifest meanwhile. */
 void files_scan_sync_new(files_scan_t *s);
+
+/* After a Result of APPLIED (or UNCHANGED) for generation: the new manifest becomes the saved
+ * state, tagged with generation. */
 int files_scan_commit(files_scan_t *s, uint64_t generation);
 
 /* Frees the scan, removing an uncommitted manifest.new. Accepts NULL. */

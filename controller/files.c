@@ -71,6 +71,8 @@
 #define DELTA_MIN_SIZE   (256u * 1024)
 #define DELTA_STRONG_LEN 12
 #define IO_CHUNK         (256u * 1024)
+/* Paths of a patched tree fsynced together (finish_dirs): open descriptors at a time. */
+#define SYNC_BATCH 64
 
 #define LISTING   GEN_TMP "/listing"
 #define DELETIONS GEN_TMP "/deletions"
@@ -1702,27 +1704,33 @@ static int finish_dirs(builder_t *b, char *err, size_t err_size)
     if (fchmod(st->root_fd, 0755) < 0)
         return set_err(err, err_size, -errno, "cannot set the metadata of the new root: %s",
                        strerror(errno));
-    /* Writeback of every file starts first, so that the fsyncs wait for writes in flight
-     * together rather than one after another. */
-    for (size_t i = 0; b->patch && i < b->n_sync; i++) {
-        const char *p = b->sync_paths[i];
-        int fd = p[0] ? safefs_open(st->root_fd, p, O_RDONLY, 0) : -1;
-        if (fd >= 0) {
-            (void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
-            close(fd);
+    /* The fsync pass, a batch of paths at a time: the writeback of each file of a batch starts
+     * first, so that its fsyncs wait for writes in flight together, not one after another. */
+    for (size_t i = 0; b->patch && i < b->n_sync; i += SYNC_BATCH) {
+        size_t n = b->n_sync - i < SYNC_BATCH ? b->n_sync - i : SYNC_BATCH;
+        int fds[SYNC_BATCH];
+        r = 0;
+        for (size_t k = 0; k < n; k++) {
+            const char *p = b->sync_paths[i + k];
+            fds[k] = p[0] ? safefs_open(st->root_fd, p, O_RDONLY, 0) : -1;
+            if (fds[k] >= 0)
+                (void)sync_file_range(fds[k], 0, 0, SYNC_FILE_RANGE_WRITE);
         }
-    }
-    for (size_t i = 0; b->patch && i < b->n_sync; i++) {
-        const char *p = b->sync_paths[i];
-        int fd = p[0] ? safefs_open(st->root_fd, p, O_RDONLY, 0) : -1;
-        r = p[0] ? fd : 0;
-        if (fd >= 0 && fsync(fd) < 0)
-            r = -errno;
-        if (fd >= 0)
-            close(fd);
+        for (size_t k = 0; k < n; k++) {
+            const char *p = b->sync_paths[i + k];
+            if (r == 0) {
+                r = p[0] ? fds[k] : 0;
+                if (fds[k] >= 0 && fsync(fds[k]) < 0)
+                    r = -errno;
+                if (r < 0)
+                    set_err(err, err_size, r, "cannot fsync '%s' of the new generation: %s",
+                            safefs_quote(p, strlen(p), q, sizeof(q)), strerror(-r));
+            }
+            if (fds[k] >= 0)
+                close(fds[k]);
+        }
         if (r < 0)
-            return set_err(err, err_size, r, "cannot fsync '%s' of the new generation: %s",
-                           safefs_quote(p, strlen(p), q, sizeof(q)), strerror(-r));
+            return r;
     }
     if (b->patch && fsync(st->root_fd) < 0)
         return set_err(err, err_size, -errno, "cannot fsync the new generation's root: %s",
@@ -1797,8 +1805,6 @@ static void prep_dirs(const prep_job_t *j, int root_fd, const dirmeta_t *dirs, s
     }
 }
 
-/* Whether staging holds what a switch set aside: the store of the generation that went live
- * (objects.used) or generations retention dropped (old.N). */
 /* The name of a generation retention set aside (old.N) in staging, if there is one. */
 static bool find_old(int staging_fd, char *name, size_t size)
 {
@@ -1818,6 +1824,8 @@ static bool find_old(int staging_fd, char *name, size_t size)
     return found;
 }
 
+/* Whether staging holds what a switch set aside: the store of the generation that went live
+ * (objects.used) or generations retention dropped (old.N). */
 static bool have_set_aside(int staging_fd)
 {
     struct stat s;

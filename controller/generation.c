@@ -83,17 +83,21 @@ int gen_store_staging_fd(const gen_store_t *g)
     return g->staging_fd;
 }
 
+uint64_t gen_root_generation(const char *root)
+{
+    size_t len = strlen(root);
+    if (len < 5 || strcmp(root + len - 5, "/root") != 0)
+        return 0;
+    const char *p = root + len - 5;
+    while (p > root && p[-1] != '/')
+        p--;
+    return p > root ? strtoull(p, NULL, 10) : 0; /* the number stops at "/root" */
+}
+
 uint64_t gen_docroot_generation(const char *docroot)
 {
     char real[PATH_MAX];
-    if (!realpath(docroot, real))
-        return 0;
-    size_t len = strlen(real);
-    if (len < 5 || strcmp(real + len - 5, "/root") != 0)
-        return 0;
-    real[len - 5] = '\0';
-    char *slash = strrchr(real, '/');
-    return slash ? strtoull(slash + 1, NULL, 10) : 0;
+    return realpath(docroot, real) ? gen_root_generation(real) : 0;
 }
 
 uint64_t gen_store_live(const gen_store_t *g)

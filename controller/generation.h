@@ -56,6 +56,8 @@ uint64_t gen_store_live(const gen_store_t *g);
 /* The generation the docroot symlink points at (its target .../generations/<N>/root), read
  * without opening the store (status, the drift checks); 0 when none or not of that shape. */
 uint64_t gen_docroot_generation(const char *docroot);
+/* The same for a path already resolved (realpath) to a generation's root; 0 when not one. */
+uint64_t gen_root_generation(const char *root);
 const uint8_t *gen_store_live_digest(const gen_store_t *g);
 const char *gen_store_live_manifest(const gen_store_t *g);
 

@@ -91,7 +91,7 @@ static uint64_t live_root(const char *docroot, char *root, size_t size)
     if (!realpath(docroot, real))
         return 0;
     snprintf(root, size, "%s", real);
-    return gen_docroot_generation(real);
+    return gen_root_generation(real);
 }
 
 /* Makes data/diverged/<time>[-k] (0700). */

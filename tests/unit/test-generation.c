@@ -449,6 +449,43 @@ static void put_big(fx_t *f, const char *rel, size_t size, unsigned seed)
     fclose(out);
 }
 
+/* cp -p: to within the source tree, with from's content, mode and mtime. */
+static void copy_file(fx_t *f, const char *from, const char *to)
+{
+    char p[PATH_MAX], q[PATH_MAX];
+    struct stat st;
+    fmt(p, "%s/%s", f->src, from);
+    fmt(q, "%s/%s", f->src, to);
+    int in = open(p, O_RDONLY);
+    assert_true(in >= 0);
+    assert_int_equal(fstat(in, &st), 0);
+    int out = open(q, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(out >= 0);
+    for (off_t left = st.st_size; left > 0;) {
+        ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+        assert_true(n > 0);
+        left -= n;
+    }
+    struct timespec ts[2] = {st.st_atim, st.st_mtim};
+    assert_int_equal(fchmod(out, st.st_mode & 07777), 0);
+    assert_int_equal(futimens(out, ts), 0);
+    close(in);
+    close(out);
+}
+
+/* Appends n zero bytes to rel in the source tree. */
+static void append_zeros(fx_t *f, const char *rel, size_t n)
+{
+    char p[PATH_MAX];
+    fmt(p, "%s/%s", f->src, rel);
+    int fd = open(p, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    void *zeros = calloc(1, n);
+    assert_int_equal(write(fd, zeros, n), (ssize_t)n);
+    free(zeros);
+    close(fd);
+}
+
 static int setup(void **state)
 {
     fx_t *f = calloc(1, sizeof(*f));
@@ -1052,9 +1089,8 @@ static void prepared(void **state)
     /* The job also built the content table of generation 2: a copy of a live file is found in
      * it and not asked for, and the big file changed at the end goes as a delta, since the
      * live copy is big enough (live_size). */
-    sh("cd '%s' && cp -p wp-content/uploads/big.bin copy-of-big.bin && head -c 1024 /dev/zero "
-       ">> wp-content/uploads/big.bin",
-       f->src);
+    copy_file(f, "wp-content/uploads/big.bin", "copy-of-big.bin");
+    append_zeros(f, "wp-content/uploads/big.bin", 1024);
     fix_dir_times(f);
     agent_t a;
     r = sync_tree(f, false, false, 0, &gen, &a);
