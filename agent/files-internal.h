@@ -38,6 +38,7 @@ struct files_scan {
     /* Directories the walk went through, listed with getdents64 or taken from a trusted record
      * of the directory cache (state_dir/dirs). */
     uint64_t dirs_listed, dirs_cached;
+    uint64_t pre_hashed; /* files the directory readers read (pre_hash), used or not */
 };
 
 /* Files whose content does not shrink under zstd (by name). */

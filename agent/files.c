@@ -115,6 +115,7 @@
 #define SCAN_MAX_DEPTH 256
 #define HASH_BUF_SIZE  (256u * 1024)
 #define HASH_TRIES     3
+#define PRE_HASH_BUF   (64u * 1024) /* a reader's (pre_hash): under malloc's mmap threshold */
 
 #define SCAN_MAX_THREADS   4
 #define READ_AHEAD_DIRS    64
@@ -145,6 +146,8 @@ typedef struct scan_ent {
     scan_dir_t *sub;  /* this directory's own listing, when the walk will go into it */
     uint64_t old_off; /* its directory record in the old cache, 0 = none */
     uint64_t new_off; /* its directory record in the new cache, once the walk wrote it */
+    bool hashed;      /* a reader hashed it (scan_pool_t.hash_all), with st unchanged meanwhile */
+    uint8_t hash[MF_HASH_LEN];
 } scan_ent_t;
 
 enum dir_state { DIR_QUEUED, DIR_READING, DIR_READ };
@@ -186,9 +189,11 @@ typedef struct scan_pool {
     size_t ahead_dirs, ahead_ents;
     bool stop;
     const excl_t *ex;
-    int dc_fd;         /* the old directory cache, -1 when there is none or it is not read */
-    uint64_t dc_size;  /* its size, header and trailer included */
-    const EVP_MD *sha; /* for the records' checksums */
+    int dc_fd;           /* the old directory cache, -1 when there is none or it is not read */
+    uint64_t dc_size;    /* its size, header and trailer included */
+    const EVP_MD *sha;   /* for the records' checksums */
+    bool hash_all;       /* no saved manifest: every file is hashed, by the readers (pre_hash) */
+    uint64_t pre_hashed; /* files pre_hash read (atomic) */
     pthread_t threads[SCAN_MAX_THREADS];
     unsigned n_threads;
 } scan_pool_t;
@@ -353,8 +358,10 @@ static int hash_file(walker_t *w, int dirfd, const char *name, mf_entry_t *e)
             snprintf(w->err, w->err_size, "SHA-256 is not available");
             return ERR_INTERNAL;
         }
-        for (;;) {
-            ssize_t n = read(fd, w->buf, HASH_BUF_SIZE);
+        /* Up to the size fstat gave, without a last read to see the end: the fstat after
+         * tells whether the file grew or shrank meanwhile. */
+        for (uint64_t left = (uint64_t)before.st_size; left > 0;) {
+            ssize_t n = read(fd, w->buf, left < HASH_BUF_SIZE ? (size_t)left : HASH_BUF_SIZE);
             if (n < 0 && errno == EINTR)
                 continue;
             if (n < 0) {
@@ -368,6 +375,7 @@ static int hash_file(walker_t *w, int dirfd, const char *name, mf_entry_t *e)
                 break;
             EVP_DigestUpdate(w->md, w->buf, (size_t)n);
             w->s->hashed_bytes += (uint64_t)n;
+            left -= (uint64_t)n;
         }
         unsigned int hl = 0;
         EVP_DigestFinal_ex(w->md, e->hash, &hl);
@@ -537,27 +545,78 @@ static int read_names(scan_dir_t *d)
     return 0;
 }
 
+/* A reader's buffer and digest for pre_hash, made on first use. */
+typedef struct pre_hasher {
+    uint8_t *buf;
+    EVP_MD_CTX *md;
+} pre_hasher_t;
+
+/* When every file is to be hashed (no saved manifest: a first sync, or lost state), the readers
+ * hash the regular files of the directories they read, so that the hashing is spread over the
+ * reading threads instead of all falling on the walk. Only a file that did not change while it
+ * was read counts (its fstat afterwards equals e->st, which the walk's entry is made from);
+ * anything else (an excluded file, an error, a change) is left to the walk, which hashes it, with
+ * retries and error messages, as without the readers. */
+static void pre_hash(const scan_pool_t *p, const scan_dir_t *d, scan_ent_t *e, pre_hasher_t *h)
+{
+    char path[MF_PATH_MAX];
+    struct stat after;
+    unsigned int hl = 0;
+
+    if ((size_t)snprintf(path, sizeof(path), "%s%s%s", d->path, d->plen ? "/" : "", e->name) >=
+            sizeof(path) ||
+        excl_match(p->ex, path, false))
+        return;
+    if (!h->buf && (!(h->buf = malloc(PRE_HASH_BUF)) || !(h->md = EVP_MD_CTX_new())))
+        return;
+    int fd = openat(d->fd, e->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    bool ok = EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) == 1;
+    for (uint64_t left = (uint64_t)e->st.st_size; ok && left > 0;) {
+        ssize_t n = read(fd, h->buf, left < PRE_HASH_BUF ? (size_t)left : PRE_HASH_BUF);
+        if (n < 0 && errno == EINTR)
+            continue;
+        ok = n > 0 && EVP_DigestUpdate(h->md, h->buf, (size_t)n) == 1;
+        left -= ok ? (uint64_t)n : 0;
+    }
+    ok = ok && EVP_DigestFinal_ex(h->md, e->hash, &hl) == 1 && hl == MF_HASH_LEN &&
+         fstat(fd, &after) == 0 && stat_same(&e->st, &after);
+    close(fd);
+    e->hashed = ok;
+    __atomic_fetch_add((uint64_t *)&p->pre_hashed, 1, __ATOMIC_RELAXED);
+}
+
 /* Stats d's names and makes a listing-to-be for each subdirectory the walk will go into: the
  * walk's own tests (visit), so that it finds one exactly where it needs one. */
 static int stat_names(scan_pool_t *p, scan_dir_t *d)
 {
+    pre_hasher_t h = {0};
+
     for (size_t i = 0; i < d->n; i++) {
         scan_ent_t *e = &d->ents[i];
         if (fstatat(d->fd, e->name, &e->st, AT_SYMLINK_NOFOLLOW) != 0) {
             e->stat_errno = errno;
             continue;
         }
+        if (p->hash_all && S_ISREG(e->st.st_mode))
+            pre_hash(p, d, e, &h);
         if (!S_ISDIR(e->st.st_mode) || d->depth >= SCAN_MAX_DEPTH ||
             d->plen + (d->plen ? 1 : 0) + strlen(e->name) >= MF_PATH_MAX)
             continue; /* the walk stops there with an error, or never descends */
-        if (!(e->sub = dir_new(d, e->name)))
+        if (!(e->sub = dir_new(d, e->name))) {
+            free(h.buf);
+            EVP_MD_CTX_free(h.md);
             return UV_ENOMEM;
+        }
         e->sub->cache_off = e->old_off;
         if (excl_match(p->ex, e->sub->path, true)) {
             free(e->sub);
             e->sub = NULL;
         }
     }
+    free(h.buf);
+    EVP_MD_CTX_free(h.md);
     return 0;
 }
 
@@ -939,7 +998,8 @@ static unsigned scan_threads(void)
 /* Starts threads - 1 workers (fewer if the system refuses some); the walk is the other reader.
  * They read the old directory cache dc (-1: none) of dc_size bytes. Workers never receive
  * signals. */
-static void pool_start(scan_pool_t *p, const excl_t *ex, unsigned threads, const dc_out_t *dc)
+static void pool_start(scan_pool_t *p, const excl_t *ex, unsigned threads, const dc_out_t *dc,
+                       bool hash_all)
 {
     sigset_t all, old;
     memset(p, 0, sizeof(*p));
@@ -950,6 +1010,7 @@ static void pool_start(scan_pool_t *p, const excl_t *ex, unsigned threads, const
     p->dc_fd = dc->old_fd;
     p->dc_size = dc->old_size;
     p->sha = dc->sha;
+    p->hash_all = hash_all;
     if (threads <= 1)
         return;
     sigfillset(&all);
@@ -1410,9 +1471,13 @@ static int visit(walker_t *w, scan_dir_t *dir, scan_ent_t *ent)
             memcpy(e.hash, old->hash, MF_HASH_LEN);
             return add_entry(w, &e);
         }
-        r = hash_file(w, dir->fd, ent->name, &e);
-        if (r <= 0)
+        if (ent->hashed) {
+            memcpy(e.hash, ent->hash, MF_HASH_LEN);
+            w->s->hashed++;
+            w->s->hashed_bytes += e.size;
+        } else if ((r = hash_file(w, dir->fd, ent->name, &e)) <= 0) {
             return r;
+        }
         /* Racily clean, hashed again: the saved manifest must be written anew even when nothing
          * changed, so that its newer mtime clears the doubt (git refreshes its index the same
          * way). Kept as it was, the file would be read again by every sync. */
@@ -1607,7 +1672,7 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
     if ((w.dc.sha = EVP_MD_fetch(NULL, "SHA256", NULL)) && !(no_dc && *no_dc && strcmp(no_dc, "0")))
         dc_open_old(&w.dc);
     fault_point("agent.scan.start");
-    pool_start(&pool, w.ex, scan_threads(), &w.dc);
+    pool_start(&pool, w.ex, scan_threads(), &w.dc, !w.old);
     pooled = true;
     w.pool = &pool;
     if (!(root = dir_new(NULL, NULL))) {
@@ -1623,6 +1688,7 @@ int files_scan(const files_opts_t *opts, files_scan_t **ret, char *err, size_t e
     r = walk_dir(&w, root);
     uint64_t root_off = root->new_off;
     pool_stop(&pool);
+    s->pre_hashed = pool.pre_hashed;
     dir_release(&pool, root);
     root = NULL;
     if (r < 0)
@@ -1745,6 +1811,11 @@ uint64_t files_scan_dirs_listed(const files_scan_t *s)
 uint64_t files_scan_dirs_cached(const files_scan_t *s)
 {
     return s->dirs_cached;
+}
+
+uint64_t files_scan_pre_hashed(const files_scan_t *s)
+{
+    return s->pre_hashed;
 }
 
 static int fsync_dir(const char *dir)

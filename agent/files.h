@@ -51,6 +51,9 @@ uint64_t files_scan_hashed(const files_scan_t *s);
  * many it took from a trusted record of the directory cache instead; for the tests. */
 uint64_t files_scan_dirs_listed(const files_scan_t *s);
 uint64_t files_scan_dirs_cached(const files_scan_t *s);
+/* How many files the directory readers read when the scan had no saved manifest (each then
+ * counts in files_scan_hashed too, unless it changed while being read); for the tests. */
+uint64_t files_scan_pre_hashed(const files_scan_t *s);
 
 /* After SyncReady: sends FileEntry messages (every entry when ready->full_listing, else only
  * what differs from the saved manifest, deletions included) and FilesEnd; receives FileNeed

@@ -59,6 +59,9 @@ typedef struct sender {
     size_t err_size;
     bool tty;
     int rootfd;
+    int dirfd; /* the directory of the last need opened (open_beneath), path dir[0..dir_len) */
+    char dir[MF_PATH_MAX];
+    size_t dir_len;
     uint8_t *in, *out;
     size_t out_cap;
     ZSTD_CCtx *cctx;
@@ -505,20 +508,19 @@ static int recv_needs(sender_t *sd, FILE *spool)
 
 /* ---- content ---- */
 
-/* Opens path beneath the root without following any symlink. */
-static int open_beneath(sender_t *sd, const char *path)
+/* Opens path's directory beneath the root, one component at a time, following no symlink.
+ * Returns a descriptor (the root's own for a top-level name) or -1 with errno. */
+static int open_dir_beneath(sender_t *sd, const char *path, size_t dir_len)
 {
     char comp[MF_PATH_MAX];
-    const char *p = path;
     int dfd = sd->rootfd;
 
-    for (;;) {
-        const char *slash = strchr(p, '/');
-        size_t n = slash ? (size_t)(slash - p) : strlen(p);
-        memcpy(comp, p, n);
+    for (size_t at = 0; at < dir_len;) {
+        const char *slash = memchr(path + at, '/', dir_len - at);
+        size_t n = slash ? (size_t)(slash - (path + at)) : dir_len - at;
+        memcpy(comp, path + at, n);
         comp[n] = '\0';
-        int fd = openat(dfd, comp,
-                        O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (slash ? O_DIRECTORY : O_NONBLOCK));
+        int fd = openat(dfd, comp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_DIRECTORY);
         int e = errno;
         if (dfd != sd->rootfd)
             close(dfd);
@@ -526,11 +528,30 @@ static int open_beneath(sender_t *sd, const char *path)
             errno = e;
             return -1;
         }
-        if (!slash)
-            return fd;
         dfd = fd;
-        p = slash + 1;
+        at += n + 1;
     }
+    return dfd;
+}
+
+/* Opens path beneath the root without following any symlink. Needs come in listing order, so
+ * the directory of the last one is kept open (sd->dirfd) for the next. */
+static int open_beneath(sender_t *sd, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dir_len = slash ? (size_t)(slash - path) : 0;
+
+    if (sd->dirfd < 0 || sd->dir_len != dir_len || memcmp(sd->dir, path, dir_len) != 0) {
+        if (sd->dirfd >= 0 && sd->dirfd != sd->rootfd)
+            close(sd->dirfd);
+        sd->dirfd = open_dir_beneath(sd, path, dir_len);
+        if (sd->dirfd < 0)
+            return -1;
+        memcpy(sd->dir, path, dir_len);
+        sd->dir_len = dir_len;
+    }
+    return openat(sd->dirfd, slash ? slash + 1 : path,
+                  O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
 }
 
 static int changed(sender_t *sd, const char *path)
@@ -775,7 +796,8 @@ static int send_content(sender_t *sd, FILE *spool)
 int files_send(files_scan_t *s, const msgio_t *io, const wire_sync_ready_t *ready,
                files_stats_t *stats, char *err, size_t err_size)
 {
-    sender_t sd = {.s = s, .io = io, .st = stats, .err = err, .err_size = err_size, .rootfd = -1};
+    sender_t sd = {
+        .s = s, .io = io, .st = stats, .err = err, .err_size = err_size, .rootfd = -1, .dirfd = -1};
     FILE *spool = NULL;
     int r;
 
@@ -848,6 +870,8 @@ out:
     draw(&sd, true);
     if (spool)
         fclose(spool);
+    if (sd.dirfd >= 0 && sd.dirfd != sd.rootfd)
+        close(sd.dirfd);
     if (sd.rootfd >= 0)
         close(sd.rootfd);
     free(sd.in);

@@ -14,6 +14,9 @@
 
 #include "err.h"
 
+/* Frames are gathered up to this many bytes for one TLS write (see chan_flush_out). */
+#define CHAN_BATCH (64u * 1024)
+
 struct chan_item {
     struct chan_item *next;
     wire_msg_t *msg; /* inbound */
@@ -33,6 +36,7 @@ struct chan {
     struct chan_item *out_head, *out_tail;
     size_t in_bytes, out_bytes, socket_pending;
     size_t max_in, max_out, max_frame;
+    buf_t batch; /* loop thread: frames gathered for one write (chan_flush_out) */
 
     bool started, worker_done, conn_closed, finished, paused;
     int conn_status;
@@ -54,7 +58,9 @@ static void chan_wake_loop(chan_t *ch)
     uv_async_send(&ch->async);
 }
 
-/* Loop thread: moves queued frames into the conn while its socket output is under the bound. */
+/* Loop thread: moves queued frames into the conn while its socket output is under the bound.
+ * Small frames (a listing entry, a small file) are copied together into one write of up to
+ * CHAN_BATCH bytes: full TLS records and one socket write instead of one of each per frame. */
 static void chan_flush_out(chan_t *ch)
 {
     pthread_mutex_lock(&ch->mu);
@@ -64,11 +70,26 @@ static void chan_flush_out(chan_t *ch)
         if (!ch->out_head)
             ch->out_tail = NULL;
         ch->out_bytes -= it->size;
+        bool more = ch->out_head != NULL;
         pthread_mutex_unlock(&ch->mu);
-        conn_send_frame(ch->conn, it->frame, it->size);
+        if (it->size >= CHAN_BATCH && !ch->batch.len) {
+            conn_send_frame(ch->conn, it->frame, it->size);
+        } else if (buf_append(&ch->batch, it->frame, it->size) < 0) {
+            conn_fail(ch->conn, UV_ENOMEM, "out of memory");
+        } else if (!more || ch->batch.len >= CHAN_BATCH) {
+            conn_send_frame(ch->conn, buf_data(&ch->batch), ch->batch.len);
+            buf_reset(&ch->batch);
+        }
         free(it);
         pthread_mutex_lock(&ch->mu);
     }
+    if (ch->batch.len && ch->conn) {
+        /* Stopped at the bound (or the queue emptied meanwhile): send what was gathered. */
+        pthread_mutex_unlock(&ch->mu);
+        conn_send_frame(ch->conn, buf_data(&ch->batch), ch->batch.len);
+        pthread_mutex_lock(&ch->mu);
+    }
+    buf_reset(&ch->batch);
     ch->socket_pending = ch->conn ? conn_pending_output(ch->conn) : 0;
     pthread_cond_broadcast(&ch->cond);
     pthread_mutex_unlock(&ch->mu);
@@ -89,6 +110,7 @@ static void on_async_closed(uv_handle_t *h)
     chan_t *ch = h->data;
     pthread_mutex_destroy(&ch->mu);
     pthread_cond_destroy(&ch->cond);
+    buf_free(&ch->batch);
     free(ch);
 }
 
@@ -243,6 +265,7 @@ int chan_new(uv_loop_t *loop, size_t max_in, size_t max_out, size_t max_frame, c
     ch->max_in = max_in;
     ch->max_out = max_out;
     ch->max_frame = max_frame;
+    buf_init(&ch->batch, 0);
     ch->fn = fn;
     ch->on_done = on_done;
     ch->arg = arg;

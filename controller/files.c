@@ -3,10 +3,12 @@
  * Staging (data/staging, genpriv.h): a whole transfer is written straight to objects/<hex>
  * (kept when cut off, so a resumed sync asks only for the rest) and a delta to tmp/, renamed to
  * objects/<hex>; either way its SHA-256 is checked and the listed mode, mtime and owner are set
- * on the open file before it counts as stored. A later sync that needs content found complete
- * in objects/ (hashed again first) does not ask for it again. The listing is spooled to tmp/ in
- * walk order, so memory holds only the needs and a hash table of the live generation's content
- * (read when the first regular file is listed: a sync that changed nothing never reads it).
+ * on the open file before it counts as stored (a file that fits in one message is checked by
+ * the receiving thread and written by the store pool, below). A later sync that needs content
+ * found complete in objects/ (hashed again first) does not ask for it again. The listing is
+ * spooled to tmp/ in walk order, so memory holds only the needs and a hash table of the live
+ * generation's content (read when the first regular file is listed: a sync that changed nothing
+ * never reads it).
  *
  * The new tree is built in staging/gen/root from a merge-join of the live manifest and the
  * listing. A regular file is a hard link to a live file with the same content and the same
@@ -46,6 +48,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +62,7 @@
 #include <librsync.h>
 #include <openssl/evp.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include "err.h"
 #include "fault.h"
@@ -223,7 +227,10 @@ struct stage {
     need_t *needs;
     size_t n_needs, cap_needs;
     bool full, received, refused, locked;
-    bool chown;
+    bool flushing; /* flusher runs (stage_flush_start) */
+    pthread_t flusher;
+    bool chown; /* atomic while the store pool runs (set_meta) */
+    pthread_mutex_t chown_mu;
     uid_t uid;
     gid_t gid;
 };
@@ -292,6 +299,32 @@ static bool dir_is_empty(int dirfd, const char *name)
     return empty;
 }
 
+/* The early flush. A generation built whole is made durable by a syncfs before the switch
+ * (gen_store_install), and most of what it then waits for is the content received: once a sync
+ * has received much, its writeback is started at once, in a thread, while the database phase
+ * and the build go on, so that the syncfs before the switch finds little left to write. */
+#define FLUSH_MIN_FILES 1000
+#define FLUSH_MIN_BYTES (64u << 20)
+
+static void *flush_main(void *arg)
+{
+    (void)syncfs(((stage_t *)arg)->staging_fd);
+    return NULL;
+}
+
+static void stage_flush_start(stage_t *st, uint64_t files, uint64_t bytes)
+{
+    if (!st->flushing && (files >= FLUSH_MIN_FILES || bytes >= FLUSH_MIN_BYTES))
+        st->flushing = pthread_create(&st->flusher, NULL, flush_main, st) == 0;
+}
+
+static void stage_flush_join(stage_t *st)
+{
+    if (st->flushing)
+        pthread_join(st->flusher, NULL);
+    st->flushing = false;
+}
+
 int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size)
 {
     stage_t *st = calloc(1, sizeof(*st));
@@ -300,6 +333,7 @@ int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size)
     if (!st)
         return set_err(err, err_size, -ENOMEM, "out of memory");
     st->g = g;
+    pthread_mutex_init(&st->chown_mu, NULL);
     st->root_fd = st->live_fd = -1;
     st->staging_fd = gen_store_staging_fd(g);
     r = gen_store_lock(g, err, err_size);
@@ -424,6 +458,7 @@ void stage_abort(stage_t *st)
 {
     if (!st)
         return;
+    stage_flush_join(st);
     if (st->root_fd >= 0)
         close(st->root_fd);
     if (st->live_fd >= 0)
@@ -444,6 +479,7 @@ void stage_abort(stage_t *st)
     htab_free(&st->tab);
     if (st->locked)
         gen_store_unlock(st->g);
+    pthread_mutex_destroy(&st->chown_mu);
     free(st);
 }
 
@@ -654,6 +690,166 @@ static bool object_intact(int staging_fd, const char *name, const uint8_t hash[M
     return ok;
 }
 
+static int set_meta(stage_t *st, int fd, const mf_entry_t *e);
+
+/* ---- storing small files: a pool of threads ----
+ *
+ * A first sync is mostly small files, each in one FileData message. Creating a file costs the
+ * kernel several times what receiving it costs us (an inode, a directory entry, page cache, then
+ * owner, mode and mtime), so the receiving thread only checks a small file's content (zstd,
+ * size, SHA-256) and hands the verified bytes to STORE_THREADS threads that write
+ * objects/<hex>. Their queue holds at most STORE_QUEUE_BYTES; the first error one of them meets
+ * fails the sync. A file that takes more than one message (large, resumed, a delta) is written
+ * by the receiving thread itself, as before. */
+
+#define STORE_THREADS     2
+#define STORE_QUEUE_BYTES (4u << 20)
+
+typedef struct store_job {
+    struct store_job *next;
+    char name[128]; /* objects/xx/<hex> */
+    uint32_t mode;
+    int64_t mtime_ns;
+    size_t len;
+    uint8_t data[];
+} store_job_t;
+
+typedef struct store_pool {
+    stage_t *st;
+    pthread_mutex_t mu;
+    pthread_cond_t work, space;
+    store_job_t *head, *tail;
+    size_t queued;      /* bytes of the jobs queued or being written */
+    bool closing, drop; /* no more jobs; drop: free the queued ones unwritten */
+    int err;            /* the first error, with msg */
+    char msg[400];
+    pthread_t threads[STORE_THREADS];
+    int n_threads;
+} store_pool_t;
+
+static int store_write(stage_t *st, const store_job_t *j)
+{
+    int flags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC;
+    int fd = openat(st->staging_fd, j->name, flags, 0600);
+    if (fd < 0 && errno == ENOENT && make_object_dir(st->staging_fd, j->name) == 0)
+        fd = openat(st->staging_fd, j->name, flags, 0600);
+    if (fd < 0)
+        return -errno;
+    int r = 0;
+    for (size_t off = 0; off < j->len && r == 0;) {
+        ssize_t n = write(fd, j->data + off, j->len - off);
+        if (n >= 0)
+            off += (size_t)n;
+        else if (errno != EINTR)
+            r = -errno;
+    }
+    /* The listed metadata now, as receive_one gives it (see there). */
+    mf_entry_t me = {.mode = j->mode, .mtime_ns = j->mtime_ns};
+    if (r == 0)
+        r = set_meta(st, fd, &me);
+    close(fd);
+    return r;
+}
+
+static void *store_main(void *arg)
+{
+    store_pool_t *p = arg;
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->head && !p->closing)
+            pthread_cond_wait(&p->work, &p->mu);
+        store_job_t *j = p->head;
+        if (!j)
+            break;
+        p->head = j->next;
+        if (!p->head)
+            p->tail = NULL;
+        bool skip = p->drop || p->err;
+        pthread_mutex_unlock(&p->mu);
+        int r = skip ? 0 : store_write(p->st, j);
+        if (!skip && r == 0)
+            fault_point("controller.file.stored");
+        pthread_mutex_lock(&p->mu);
+        if (r < 0 && !p->err) {
+            p->err = r;
+            snprintf(p->msg, sizeof(p->msg), "cannot write %s: %s", j->name, strerror(-r));
+        }
+        p->queued -= j->len;
+        pthread_cond_broadcast(&p->space);
+        free(j);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Starts the pool; false when no thread could be started (the caller then stores every file
+ * itself). */
+static bool store_pool_start(store_pool_t *p, stage_t *st)
+{
+    *p = (store_pool_t){.st = st};
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->work, NULL);
+    pthread_cond_init(&p->space, NULL);
+    while (p->n_threads < STORE_THREADS &&
+           pthread_create(&p->threads[p->n_threads], NULL, store_main, p) == 0)
+        p->n_threads++;
+    if (p->n_threads == 0) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->work);
+        pthread_cond_destroy(&p->space);
+    }
+    return p->n_threads > 0;
+}
+
+/* Queues j (taken over), waiting while the queue is full. Returns 0, or the error a thread met
+ * (set in err). */
+static int store_pool_put(store_pool_t *p, store_job_t *j, char *err, size_t err_size)
+{
+    int r;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->err && p->queued > 0 && p->queued + j->len > STORE_QUEUE_BYTES)
+        pthread_cond_wait(&p->space, &p->mu);
+    r = p->err;
+    if (r == 0) {
+        j->next = NULL;
+        if (p->tail)
+            p->tail->next = j;
+        else
+            p->head = j;
+        p->tail = j;
+        p->queued += j->len;
+        pthread_cond_signal(&p->work);
+    } else {
+        set_err(err, err_size, r, "%s", p->msg);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (r < 0)
+        free(j);
+    return r;
+}
+
+/* Stops the pool once every queued file is written (drop: without writing them; the sync has
+ * failed anyway). Returns 0, or the first error a thread met (set in err unless drop). */
+static int store_pool_finish(store_pool_t *p, bool drop, char *err, size_t err_size)
+{
+    pthread_mutex_lock(&p->mu);
+    p->closing = true;
+    p->drop = drop;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_threads; i++)
+        pthread_join(p->threads[i], NULL);
+    int r = p->err;
+    if (r < 0 && !drop)
+        set_err(err, err_size, r, "%s", p->msg);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->work);
+    pthread_cond_destroy(&p->space);
+    return r;
+}
+
 static int recv_msg(const msgio_t *io, wire_msg_t **m, char *err, size_t err_size)
 {
     int r = msgio_recv(io, m, FILES_RECV_TIMEOUT_MS);
@@ -662,12 +858,69 @@ static int recv_msg(const msgio_t *io, wire_msg_t **m, char *err, size_t err_siz
     return 0;
 }
 
-static int set_meta(stage_t *st, int fd, const mf_entry_t *e);
-
 /* Receives the content of need n (FileData chunks, or FileDelta chunks for a delta need) into
  * objects/<hex>. */
-static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
-                       files_rx_stats_t *stats, char *err, size_t err_size)
+/* The content of need n when it is one FileData message of the whole file (n->size is at most
+ * IO_CHUNK): checked here, written by the store pool. */
+static int receive_small(stage_t *st, store_pool_t *pool, const need_t *n,
+                         const wire_file_data_t *d, ZSTD_DCtx *zd, EVP_MD_CTX *md,
+                         files_rx_stats_t *stats, char *err, size_t err_size)
+{
+    size_t plen = strlen(n->path), len = d->data.len;
+    uint8_t got[MF_HASH_LEN];
+    unsigned int glen = 0;
+    store_job_t *j = malloc(sizeof(*j) + (size_t)n->size);
+
+    if (!j)
+        return set_err(err, err_size, -ENOMEM, "out of memory");
+    if (d->zstd) {
+        ZSTD_DCtx_reset(zd, ZSTD_reset_session_only);
+        len = ZSTD_decompressDCtx(zd, j->data, (size_t)n->size, d->data.data, d->data.len);
+        if (ZSTD_isError(len)) {
+            free(j);
+            return refuse(st, err, err_size, n->path, plen,
+                          ZSTD_getErrorCode(len) == ZSTD_error_dstSize_tooSmall
+                              ? "more content than its listed size"
+                              : "a chunk is not one complete zstd frame");
+        }
+    } else if (len <= n->size) {
+        memcpy(j->data, d->data.data, len);
+    } else {
+        free(j);
+        return refuse(st, err, err_size, n->path, plen, "more content than its listed size");
+    }
+    if (len != n->size) {
+        free(j);
+        return refuse(st, err, err_size, n->path, plen, "content size differs from the listing");
+    }
+    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(md, j->data, len) != 1 ||
+        EVP_DigestFinal_ex(md, got, &glen) != 1) {
+        free(j);
+        return set_err(err, err_size, ERR_INTERNAL, "SHA-256 is not available");
+    }
+    if (memcmp(got, n->hash, MF_HASH_LEN) != 0) {
+        free(j);
+        return refuse(st, err, err_size, n->path, plen, "content does not match its SHA-256");
+    }
+    stats->bytes_received += d->data.len;
+    fault_point("controller.file.received");
+    hslot_t *s = htab_add(&st->tab, n->hash);
+    if (!s) {
+        free(j);
+        return set_err(err, err_size, -ENOMEM, "out of memory");
+    }
+    s->state |= H_OBJECT | H_META;
+    s->meta_mode = n->mode & 07777;
+    s->meta_mtime_ns = n->mtime_ns;
+    hash_hex_name(j->name, sizeof(j->name), GEN_OBJECTS, n->hash);
+    j->mode = n->mode;
+    j->mtime_ns = n->mtime_ns;
+    j->len = len;
+    return store_pool_put(pool, j, err, err_size);
+}
+
+static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd, store_pool_t *pool,
+                       EVP_MD_CTX *md, files_rx_stats_t *stats, char *err, size_t err_size)
 {
     char name[256], final[256];
     uint8_t got[MF_HASH_LEN];
@@ -680,6 +933,17 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
     wire_msg_t *m = NULL;
     bool whole_started = false, done = false;
 
+    r = recv_msg(io, &m, err, err_size);
+    if (r < 0)
+        return r;
+    const wire_file_data_t *first = &m->u.file_data;
+    if (pool && m->type == WIRE_FILE_DATA && first->path.len == plen &&
+        memcmp(first->path.data, n->path, plen) == 0 && first->offset == 0 && first->last &&
+        n->transfer == WIRE_TRANSFER_WHOLE && n->size <= IO_CHUNK) {
+        r = receive_small(st, pool, n, first, zd, md, stats, err, err_size);
+        wire_msg_free(m);
+        return r;
+    }
     k.sha = EVP_MD_CTX_new();
     obuf = malloc(IO_CHUNK);
     if (!k.sha || !obuf || EVP_DigestInit_ex(k.sha, EVP_sha256(), NULL) != 1) {
@@ -688,8 +952,7 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
     }
     hash_hex_name(final, sizeof(final), GEN_OBJECTS, n->hash);
     while (!done) {
-        r = recv_msg(io, &m, err, err_size);
-        if (r < 0)
+        if (!m && (r = recv_msg(io, &m, err, err_size)) < 0)
             goto out;
         bool data = m->type == WIRE_FILE_DATA, delta = m->type == WIRE_FILE_DELTA;
         const wire_bytes_t *p = data ? &m->u.file_data.path : &m->u.file_delta.path;
@@ -877,6 +1140,9 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
     uint64_t listed = 0, total = 0, need_bytes = 0;
     wire_msg_t *m = NULL;
     ZSTD_DCtx *zd = NULL;
+    EVP_MD_CTX *md = NULL;
+    store_pool_t pool;
+    bool pooled = false;
     buf_t sig = BUF_INIT;
     char lpath[PATH_MAX];
 
@@ -1112,11 +1378,22 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
         r = set_err(err, err_size, -ENOMEM, "out of memory");
         goto out;
     }
+    md = EVP_MD_CTX_new();
+    if (!md) {
+        r = set_err(err, err_size, -ENOMEM, "out of memory");
+        goto out;
+    }
+    pooled = store_pool_start(&pool, st);
     for (size_t i = 0; i < st->n_needs; i++) {
-        r = receive_one(st, io, &st->needs[i], zd, stats, err, err_size);
+        r = receive_one(st, io, &st->needs[i], zd, pooled ? &pool : NULL, md, stats, err, err_size);
         if (r < 0)
             goto out;
     }
+    pooled = false;
+    r = store_pool_finish(&pool, false, err, err_size);
+    if (r < 0)
+        goto out;
+    stage_flush_start(st, st->n_needs, need_bytes);
     st->received = true;
     r = 0;
     goto out;
@@ -1126,11 +1403,14 @@ live_fail:
 spool_fail:
     set_err(err, err_size, r, "cannot spool the listing: %s", err_str(r));
 out:
+    if (pooled)
+        store_pool_finish(&pool, true, NULL, 0);
     wire_msg_free(m);
     mf_writer_abort(lw);
     mf_writer_abort(dw);
     mf_reader_close(live);
     ZSTD_freeDCtx(zd);
+    EVP_MD_CTX_free(md);
     buf_free(&sig);
     free(prev);
     free(path);
@@ -1260,13 +1540,18 @@ static int live_parent_of(builder_t *b, const char *path, const char **ret_name)
 }
 
 /* Sets owner, mode and mtime on a file we created (never one a generation holds). */
+/* Thread-safe: the store pool's threads call it too. */
 static int set_meta(stage_t *st, int fd, const mf_entry_t *e)
 {
-    if (st->chown && fchown(fd, st->uid, st->gid) < 0) {
+    if (__atomic_load_n(&st->chown, __ATOMIC_RELAXED) && fchown(fd, st->uid, st->gid) < 0) {
         if (errno != EPERM)
             return -errno;
-        gen_store_chown_denied(st->g);
-        st->chown = false;
+        pthread_mutex_lock(&st->chown_mu);
+        if (st->chown) {
+            gen_store_chown_denied(st->g);
+            __atomic_store_n(&st->chown, false, __ATOMIC_RELAXED);
+        }
+        pthread_mutex_unlock(&st->chown_mu);
     }
     struct timespec ts[2] = {ts_of(e->mtime_ns), ts_of(e->mtime_ns)};
     if (fchmod(fd, e->mode & 07777) < 0 || futimens(fd, ts) < 0)
@@ -2193,6 +2478,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
         goto out;
     close(st->root_fd);
     st->root_fd = -1;
+    stage_flush_join(st);
     r = gen_store_install(st->g, st->gen, digest, b.patch, err, err_size);
     if (r < 0)
         goto out;

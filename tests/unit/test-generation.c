@@ -868,6 +868,52 @@ static void test_resume(void **state)
     assert_staging_clean(f, true);
 }
 
+/* A small file the store pool cannot write (its object's name is taken by a directory): the
+ * sync fails naming the object, the live generation stays, and the next run, once the name is
+ * free, completes. */
+static void test_store_error(void **state)
+{
+    fx_t *f = *state;
+    uint64_t gen = 0;
+    uint8_t h[MF_HASH_LEN];
+    char hex[2 * MF_HASH_LEN + 1], p[PATH_MAX];
+
+    open_store(f, NULL);
+    put(f, "index.php", "<?php\n", 0644, 1700000000);
+    assert_int_equal(sync_tree(f, false, true, 0, &gen, NULL), 0);
+    for (int i = 0; i < 40; i++) {
+        char rel[64], text[64];
+        snprintf(rel, sizeof(rel), "many/f%02d.php", i);
+        snprintf(text, sizeof(text), "<?php /* %d */\n", i);
+        if (i == 0)
+            sh("mkdir -p '%s/many'", f->src);
+        put(f, rel, text, 0644, 1700000000 + i);
+    }
+    fmt(p, "%s/many/f17.php", f->src);
+    sha256_file(p, h);
+    mf_hash_hex(h, hex);
+    fmt(p, "%s/staging/objects/%.2s", f->data, hex);
+    (void)mkdir(p, 0700);
+    fmt(p, "%s/staging/objects/%.2s/%s", f->data, hex, hex);
+    assert_int_equal(mkdir(p, 0700), 0);
+
+    int r = sync_tree(f, false, true, 0, &gen, NULL);
+    assert_true(r < 0);
+    assert_int_not_equal(r, ERR_REFUSED);
+    if (!strstr(f->err, "cannot write objects/") || !strstr(f->err, hex))
+        fail_msg("unexpected error: %s", f->err);
+    assert_int_equal(docroot_gen(f), 1);
+    assert_staging_clean(f, false);
+
+    assert_int_equal(rmdir(p), 0);
+    r = sync_tree(f, false, true, 0, &gen, NULL);
+    if (r < 0)
+        fail_msg("sync after the store error: %s", f->err);
+    assert_int_equal(gen, 2);
+    compare_tree(f);
+    assert_staging_clean(f, true);
+}
+
 /* Crafted listings a hostile agent could send. */
 static void hostile(fx_t *f, const char *what, const char *needle, fent_t *entries, size_t n)
 {
@@ -1201,6 +1247,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared_unwatched, setup, teardown),
