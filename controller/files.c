@@ -229,7 +229,10 @@ struct stage {
     bool full, received, refused, locked;
     bool flushing; /* flusher runs (stage_flush_start) */
     pthread_t flusher;
-    bool chown; /* atomic while the store pool runs (set_meta) */
+    pthread_mutex_t flush_mu;
+    pthread_cond_t flush_cond;
+    bool flush_last; /* everything is received: the flusher's next syncfs is its last */
+    bool chown;      /* atomic while the store pool runs (set_meta) */
     pthread_mutex_t chown_mu;
     uid_t uid;
     gid_t gid;
@@ -300,28 +303,62 @@ static bool dir_is_empty(int dirfd, const char *name)
 }
 
 /* The early flush. A generation built whole is made durable by a syncfs before the switch
- * (gen_store_install), and most of what it then waits for is the content received: once a sync
- * has received much, its writeback is started at once, in a thread, while the database phase
- * and the build go on, so that the syncfs before the switch finds little left to write. */
+ * (gen_store_install), and most of what it would wait for is the content received. So a sync
+ * that is to receive much starts a thread that calls syncfs every FLUSH_PERIOD_MS while the
+ * content arrives, and once more when it has all arrived (while the database phase and the
+ * build go on): the writeback runs alongside instead of after, and the syncfs before the switch
+ * finds little left to write. */
 #define FLUSH_MIN_FILES 1000
 #define FLUSH_MIN_BYTES (64u << 20)
+#define FLUSH_PERIOD_MS 250
 
 static void *flush_main(void *arg)
 {
-    (void)syncfs(((stage_t *)arg)->staging_fd);
+    stage_t *st = arg;
+    bool last;
+
+    do {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += FLUSH_PERIOD_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&st->flush_mu);
+        while (!st->flush_last &&
+               pthread_cond_timedwait(&st->flush_cond, &st->flush_mu, &until) == 0)
+            ;
+        last = st->flush_last;
+        pthread_mutex_unlock(&st->flush_mu);
+        (void)syncfs(st->staging_fd);
+    } while (!last);
     return NULL;
 }
 
+/* Starts the flusher when the sync is to receive at least FLUSH_MIN_FILES files or
+ * FLUSH_MIN_BYTES. */
 static void stage_flush_start(stage_t *st, uint64_t files, uint64_t bytes)
 {
     if (!st->flushing && (files >= FLUSH_MIN_FILES || bytes >= FLUSH_MIN_BYTES))
         st->flushing = pthread_create(&st->flusher, NULL, flush_main, st) == 0;
 }
 
+/* Everything is received: the flusher does its last syncfs now. */
+static void stage_flush_last(stage_t *st)
+{
+    pthread_mutex_lock(&st->flush_mu);
+    st->flush_last = true;
+    pthread_cond_signal(&st->flush_cond);
+    pthread_mutex_unlock(&st->flush_mu);
+}
+
 static void stage_flush_join(stage_t *st)
 {
-    if (st->flushing)
-        pthread_join(st->flusher, NULL);
+    if (!st->flushing)
+        return;
+    stage_flush_last(st);
+    pthread_join(st->flusher, NULL);
     st->flushing = false;
 }
 
@@ -334,6 +371,8 @@ int stage_begin(gen_store_t *g, stage_t **ret, char *err, size_t err_size)
         return set_err(err, err_size, -ENOMEM, "out of memory");
     st->g = g;
     pthread_mutex_init(&st->chown_mu, NULL);
+    pthread_mutex_init(&st->flush_mu, NULL);
+    pthread_cond_init(&st->flush_cond, NULL);
     st->root_fd = st->live_fd = -1;
     st->staging_fd = gen_store_staging_fd(g);
     r = gen_store_lock(g, err, err_size);
@@ -480,6 +519,8 @@ void stage_abort(stage_t *st)
     if (st->locked)
         gen_store_unlock(st->g);
     pthread_mutex_destroy(&st->chown_mu);
+    pthread_mutex_destroy(&st->flush_mu);
+    pthread_cond_destroy(&st->flush_cond);
     free(st);
 }
 
@@ -705,12 +746,37 @@ static int set_meta(stage_t *st, int fd, const mf_entry_t *e);
 #define STORE_THREADS     2
 #define STORE_QUEUE_BYTES (4u << 20)
 
+/* A directory of the tree being built, open for link jobs: closed by whoever drops the last
+ * reference (the builder moving on to another directory, or the last job in it). */
+typedef struct dirref {
+    int fd;
+    int refs; /* atomic */
+} dirref_t;
+
+static dirref_t *dirref_get(dirref_t *d)
+{
+    __atomic_add_fetch(&d->refs, 1, __ATOMIC_RELAXED);
+    return d;
+}
+
+static void dirref_put(dirref_t *d)
+{
+    if (d && __atomic_sub_fetch(&d->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        close(d->fd);
+        free(d);
+    }
+}
+
+/* Writes data to objects/<hex> (name) with the listed mode and mtime, or, with dir, links
+ * objects/<hex> into the tree being built as dir/leaf (the entry's path is data, leaf an offset
+ * into it). */
 typedef struct store_job {
     struct store_job *next;
+    dirref_t *dir;
     char name[128]; /* objects/xx/<hex> */
     uint32_t mode;
     int64_t mtime_ns;
-    size_t len;
+    size_t len, leaf;
     uint8_t data[];
 } store_job_t;
 
@@ -761,21 +827,33 @@ static void *store_main(void *arg)
             pthread_cond_wait(&p->work, &p->mu);
         store_job_t *j = p->head;
         if (!j)
-            break;
+            break; /* closing, and nothing queued */
         p->head = j->next;
         if (!p->head)
             p->tail = NULL;
         bool skip = p->drop || p->err;
         pthread_mutex_unlock(&p->mu);
-        int r = skip ? 0 : store_write(p->st, j);
-        if (!skip && r == 0)
+        int r = 0;
+        if (skip)
+            ;
+        else if (j->dir)
+            r = linkat(p->st->staging_fd, j->name, j->dir->fd, (char *)j->data + j->leaf, 0) < 0
+                    ? -errno
+                    : 0;
+        else if ((r = store_write(p->st, j)) == 0)
             fault_point("controller.file.stored");
+        dirref_put(j->dir);
         pthread_mutex_lock(&p->mu);
         if (r < 0 && !p->err) {
+            char q[512];
             p->err = r;
-            snprintf(p->msg, sizeof(p->msg), "cannot write %s: %s", j->name, strerror(-r));
+            if (j->dir)
+                snprintf(p->msg, sizeof(p->msg), "cannot create '%s' in the new generation: %s",
+                         safefs_quote((char *)j->data, j->len, q, sizeof(q)), strerror(-r));
+            else
+                snprintf(p->msg, sizeof(p->msg), "cannot write %s: %s", j->name, strerror(-r));
         }
-        p->queued -= j->len;
+        p->queued -= sizeof(*j) + j->len;
         pthread_cond_broadcast(&p->space);
         free(j);
     }
@@ -809,7 +887,7 @@ static int store_pool_put(store_pool_t *p, store_job_t *j, char *err, size_t err
     int r;
 
     pthread_mutex_lock(&p->mu);
-    while (!p->err && p->queued > 0 && p->queued + j->len > STORE_QUEUE_BYTES)
+    while (!p->err && p->queued > 0 && p->queued + sizeof(*j) + j->len > STORE_QUEUE_BYTES)
         pthread_cond_wait(&p->space, &p->mu);
     r = p->err;
     if (r == 0) {
@@ -819,14 +897,40 @@ static int store_pool_put(store_pool_t *p, store_job_t *j, char *err, size_t err
         else
             p->head = j;
         p->tail = j;
-        p->queued += j->len;
+        p->queued += sizeof(*j) + j->len;
         pthread_cond_signal(&p->work);
     } else {
         set_err(err, err_size, r, "%s", p->msg);
     }
     pthread_mutex_unlock(&p->mu);
-    if (r < 0)
+    if (r < 0) {
+        dirref_put(j->dir);
         free(j);
+    }
+    return r;
+}
+
+/* The error a thread met (set in err), or 0. */
+static int store_pool_error(store_pool_t *p, char *err, size_t err_size)
+{
+    pthread_mutex_lock(&p->mu);
+    int r = p->err;
+    if (r < 0)
+        set_err(err, err_size, r, "%s", p->msg);
+    pthread_mutex_unlock(&p->mu);
+    return r;
+}
+
+/* Waits until every queued job is done. Returns 0, or the error a thread met (set in err). */
+static int store_pool_drain(store_pool_t *p, char *err, size_t err_size)
+{
+    pthread_mutex_lock(&p->mu);
+    while (!p->err && p->queued > 0)
+        pthread_cond_wait(&p->space, &p->mu);
+    int r = p->err;
+    if (r < 0)
+        set_err(err, err_size, r, "%s", p->msg);
+    pthread_mutex_unlock(&p->mu);
     return r;
 }
 
@@ -913,6 +1017,7 @@ static int receive_small(stage_t *st, store_pool_t *pool, const need_t *n,
     s->meta_mode = n->mode & 07777;
     s->meta_mtime_ns = n->mtime_ns;
     hash_hex_name(j->name, sizeof(j->name), GEN_OBJECTS, n->hash);
+    j->dir = NULL;
     j->mode = n->mode;
     j->mtime_ns = n->mtime_ns;
     j->len = len;
@@ -1384,6 +1489,7 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
         goto out;
     }
     pooled = store_pool_start(&pool, st);
+    stage_flush_start(st, st->n_needs, need_bytes);
     for (size_t i = 0; i < st->n_needs; i++) {
         r = receive_one(st, io, &st->needs[i], zd, pooled ? &pool : NULL, md, stats, err, err_size);
         if (r < 0)
@@ -1393,7 +1499,8 @@ int stage_receive_files(stage_t *st, const msgio_t *io, bool full_listing, bool 
     r = store_pool_finish(&pool, false, err, err_size);
     if (r < 0)
         goto out;
-    stage_flush_start(st, st->n_needs, need_bytes);
+    if (st->flushing)
+        stage_flush_last(st);
     st->received = true;
     r = 0;
     goto out;
@@ -1403,8 +1510,10 @@ live_fail:
 spool_fail:
     set_err(err, err_size, r, "cannot spool the listing: %s", err_str(r));
 out:
+    /* Cut off: what was received and checked is still written, for the next run to reuse
+     * (refused: kept nowhere, see stage_abort). */
     if (pooled)
-        store_pool_finish(&pool, true, NULL, 0);
+        store_pool_finish(&pool, st->refused, NULL, 0);
     wire_msg_free(m);
     mf_writer_abort(lw);
     mf_writer_abort(dw);
@@ -1435,7 +1544,9 @@ typedef struct builder {
     size_t n_dirs, cap_dirs;
     char *parent; /* the cached parent directory's path */
     int parent_fd;
-    char *live_parent; /* the same in the live tree, for linking unchanged files by name */
+    dirref_t *parent_ref; /* parent_fd shared with link jobs (link_later), once it has some */
+    store_pool_t *pool;   /* building whole: links are made by the store pool's threads */
+    char *live_parent;    /* the same in the live tree, for linking unchanged files by name */
     int live_parent_fd;
     unsigned copy_seq;
     /* Patching: what to fsync before the switch instead of a syncfs (files written, directories
@@ -1448,10 +1559,11 @@ typedef struct builder {
 } builder_t;
 
 /* Releases what a builder holds (not its writer). */
+static void release_parent(builder_t *b);
+
 static void builder_free(builder_t *b)
 {
-    if (b->parent_fd >= 0)
-        close(b->parent_fd);
+    release_parent(b);
     free(b->parent);
     if (b->live_parent_fd >= 0)
         close(b->live_parent_fd);
@@ -1498,6 +1610,17 @@ static struct timespec ts_of(int64_t ns)
 }
 
 /* The directory holding path in the new tree, opened beneath the root without symlinks. */
+/* Gives up the cached parent directory's descriptor (to the link jobs still using it). */
+static void release_parent(builder_t *b)
+{
+    if (b->parent_ref)
+        dirref_put(b->parent_ref);
+    else if (b->parent_fd >= 0)
+        close(b->parent_fd);
+    b->parent_ref = NULL;
+    b->parent_fd = -1;
+}
+
 static int parent_of(builder_t *b, const char *path, const char **ret_name)
 {
     const char *slash = strrchr(path, '/');
@@ -1505,8 +1628,7 @@ static int parent_of(builder_t *b, const char *path, const char **ret_name)
     *ret_name = slash ? slash + 1 : path;
     if (b->parent && strlen(b->parent) == n && !strncmp(b->parent, path, n))
         return b->parent_fd;
-    if (b->parent_fd >= 0)
-        close(b->parent_fd);
+    release_parent(b);
     free(b->parent);
     b->parent = strndup(path, n);
     const char *name;
@@ -1614,6 +1736,30 @@ static int link_fd(int fd, int dirfd, const char *name)
 }
 
 /* The refusal for a live file changed in place on the backup (the write guard's business). */
+/* Queues the link of obj as name in the cached parent directory (path is the entry's). */
+static int link_later(builder_t *b, const char *obj, const char *path, const char *name)
+{
+    size_t plen = strlen(path), olen = strlen(obj);
+    store_job_t *j;
+
+    if (olen >= sizeof(j->name))
+        return -ENAMETOOLONG;
+    if (!(j = malloc(sizeof(*j) + plen + 1)))
+        return -ENOMEM;
+    if (!b->parent_ref) {
+        if (!(b->parent_ref = malloc(sizeof(*b->parent_ref)))) {
+            free(j);
+            return -ENOMEM;
+        }
+        *b->parent_ref = (dirref_t){.fd = b->parent_fd, .refs = 1};
+    }
+    *j =
+        (store_job_t){.dir = dirref_get(b->parent_ref), .len = plen, .leaf = (size_t)(name - path)};
+    memcpy(j->name, obj, olen + 1);
+    memcpy(j->data, path, plen + 1);
+    return store_pool_put(b->pool, j, NULL, 0);
+}
+
 static int refuse_changed_live(char *err, size_t err_size, const char *path)
 {
     char q[512];
@@ -1672,7 +1818,9 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
              * for the next run instead of making the agent send it again. That costs one unlink
              * per received file after the switch. A later entry with the same content copies it
              * from where it was placed (two paths must not share an inode). */
-            if (r == 0)
+            if (r == 0 && b->pool)
+                r = link_later(b, obj, e->path, name);
+            else if (r == 0)
                 r = linkat(st->staging_fd, obj, dirfd, name, 0) < 0 ? -errno : 0;
             if (r == 0 && b->patch)
                 r = note_sync(b, e->path, false);
@@ -1684,9 +1832,12 @@ static int place_file(builder_t *b, const mf_entry_t *e, bool live_same_path, in
             return r;
         }
     }
-    /* 3. A copy of whatever holds the content. */
-    if (src < 0 && s && (s->state & H_PLACED))
+    /* 3. A copy of whatever holds the content (once the link jobs have made every link). */
+    if (src < 0 && s && (s->state & H_PLACED)) {
+        if (b->pool && (r = store_pool_drain(b->pool, NULL, 0)) < 0)
+            return r;
         src = safefs_open(st->root_fd, st->tab.arena + s->placed, O_RDONLY, 0);
+    }
     if (src < 0)
         src = openat(st->staging_fd, obj, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (src < 0)
@@ -1851,6 +2002,8 @@ static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, bool as_
         r = place_file(b, e, live_same_path, dirfd, name);
         if (r == 0)
             return 0;
+        if (b->pool && store_pool_error(b->pool, NULL, 0) < 0)
+            return store_pool_error(b->pool, err, err_size); /* a link made earlier failed */
         if (r == -ESTALE)
             return refuse_changed_live(err, err_size, e->path);
         errno = -r;
@@ -2401,6 +2554,7 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
     const gen_opts_t *o = gen_store_opts(st->g);
     const uint8_t *live_digest = gen_store_live_digest(st->g);
     builder_t b = {.st = st, .parent_fd = -1, .live_parent_fd = -1};
+    store_pool_t pool;
     uint8_t digest[MF_HASH_LEN];
     char path[PATH_MAX];
     int watch = -1, mf_fd = -1, r;
@@ -2431,7 +2585,16 @@ int stage_commit(stage_t *st, const uint8_t expected_digest[MF_HASH_LEN], uint64
         set_err(err, err_size, r, "cannot write %s: %s", path, err_str(r));
         goto out;
     }
+    /* Building whole, the links are made by the store pool's threads (link_later). */
+    if (!b.patch && store_pool_start(&pool, st))
+        b.pool = &pool;
     r = build(&b, err, err_size);
+    if (b.pool) {
+        int pr = store_pool_finish(&pool, r < 0, err, err_size);
+        b.pool = NULL;
+        if (r == 0)
+            r = pr;
+    }
     if (r < 0)
         goto out;
     /* A tree built whole is made durable by gen_store_install's syncfs, the manifest with it; a

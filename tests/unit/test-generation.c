@@ -397,17 +397,19 @@ static void *agent_main(void *arg)
 
 /* ---- fixture ---- */
 
-typedef struct fx {
+typedef struct fx fx_t;
+struct fx {
     char dir[PATH_MAX], src[PATH_MAX], data[PATH_MAX], docroot[PATH_MAX];
     gen_opts_t opts;
     gen_store_t *g;
     flist_t last; /* what the live generation holds */
     char err[1024];
     files_rx_stats_t stats;
-    uint64_t wire_bytes;   /* agent -> controller */
-    const flist_t *forced; /* a crafted full listing instead of the source tree's */
-    bool bad_digest;       /* announce a digest that is not the listing's */
-} fx_t;
+    uint64_t wire_bytes;      /* agent -> controller */
+    const flist_t *forced;    /* a crafted full listing instead of the source tree's */
+    bool bad_digest;          /* announce a digest that is not the listing's */
+    void (*between)(fx_t *f); /* called after the files are received, before the commit */
+};
 
 static void sh(const char *f, ...) __attribute__((format(printf, 1, 2)));
 
@@ -559,6 +561,8 @@ static int sync_tree(fx_t *f, bool full, bool zstd, uint64_t cut_after, uint64_t
     int r = stage_begin(f->g, &st, f->err, sizeof(f->err));
     if (r == 0) {
         r = stage_receive_files(st, &io, full, false, &f->stats, f->err, sizeof(f->err));
+        if (r == 0 && f->between)
+            f->between(f);
         if (r == 0)
             r = stage_commit(st, a.digest, gen, f->err, sizeof(f->err));
         else
@@ -914,6 +918,51 @@ static void test_store_error(void **state)
     assert_staging_clean(f, true);
 }
 
+/* Removes every received object (what a disk error or another hand could do between the
+ * transfer and the build). */
+static void drop_objects(fx_t *f)
+{
+    char p[PATH_MAX], q[PATH_MAX];
+    fmt(p, "%s/staging/objects", f->data);
+    DIR *d = opendir(p);
+    assert_non_null(d);
+    for (struct dirent *de; (de = readdir(d));) {
+        if (de->d_name[0] == '.')
+            continue;
+        fmt(q, "%s/%s", p, de->d_name);
+        DIR *sub = opendir(q);
+        assert_non_null(sub);
+        for (struct dirent *o; (o = readdir(sub));)
+            if (o->d_name[0] != '.')
+                assert_int_equal(unlinkat(dirfd(sub), o->d_name, 0), 0);
+        closedir(sub);
+    }
+    closedir(d);
+}
+
+/* A generation built whole links the received files through the store pool's threads: a link
+ * that fails fails the sync with the entry's path, and the live generation stays. */
+static void test_link_error(void **state)
+{
+    fx_t *f = *state;
+    uint64_t gen = 0;
+    open_store(f, NULL);
+    make_tree(f);
+    f->between = drop_objects;
+    int r = sync_tree(f, false, true, 0, &gen, NULL);
+    f->between = NULL;
+    assert_true(r < 0);
+    if (!strstr(f->err, "cannot create '") || !strstr(f->err, "in the new generation"))
+        fail_msg("unexpected error: %s", f->err);
+    assert_int_equal(docroot_gen(f), 0);
+    assert_staging_clean(f, false);
+    r = sync_tree(f, false, true, 0, &gen, NULL);
+    if (r < 0)
+        fail_msg("sync after the link error: %s", f->err);
+    assert_int_equal(gen, 1);
+    compare_tree(f);
+}
+
 /* Crafted listings a hostile agent could send. */
 static void hostile(fx_t *f, const char *what, const char *needle, fent_t *entries, size_t n)
 {
@@ -1248,6 +1297,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume, setup, teardown),
         cmocka_unit_test_setup_teardown(test_store_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_link_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_prepared_unwatched, setup, teardown),
