@@ -1,4 +1,6 @@
 /* understudy-controller: runs on the backup, receives syncs and switches generations. */
+#include <malloc.h>
+
 #include "cli.h"
 #include "controller.h"
 
@@ -19,6 +21,11 @@ static const cli_cmd_t commands[] = {
 
 int main(int argc, char **argv)
 {
+    /* Two malloc arenas, not glibc's eight per CPU: the big allocations (the live content
+     * table, about 11 MB at 50,000 files) are made by short-lived threads (the background job,
+     * a sync's workers) and freed by others, and every new arena kept its own freed copy:
+     * 70 MB resident after a few syncs of a 50,000-file site instead of 35 MB. */
+    mallopt(M_ARENA_MAX, 2);
     return cli_main(
         "understudy-controller",
         "Receives a WordPress site from understudy agents and serves it as a warm standby.",
