@@ -104,6 +104,9 @@ bench_dataset() { # bench_dataset NAME MAKER...
     for ((i = 0; i < RUNS; i++)); do
         setup_understudy "$name-$i" "$B/src-$name"
         run_understudy "$name-$i" >"$B/res" || exit 1; read -r t b m <"$B/res"; ut+=("$t"); bytes_u=$b; ((m > rss_a)) && rss_a=$m
+        # Only pair 0 syncs again: the others' controllers would go on working in the
+        # background (preparing the next tree, their first drift check) during later runs.
+        ((i > 0)) && kill "$(cat "$B/$name-$i/controller.pid")" 2>/dev/null
         run_rsync "$B/src-$name" "$B/rsync-$name-$i" >"$B/res" || exit 1; read -r t b _ <"$B/res"; rt+=("$t"); bytes_r=$b
     done
     report "$name" "first sync" "${ut[*]}" "${rt[*]}" "$bytes_u" "$bytes_r" "$rss_a" "$(controller_rss "$name-0")"
