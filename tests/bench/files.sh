@@ -44,9 +44,12 @@ make_scaled_n() { make_scaled "$1" "$FILES_B"; }
 
 # --- one run of each method ----------------------------------------------------------------------
 # Each prints "SECONDS BYTES RSS_KIB" for the run.
+# Each run starts with nothing dirty in the page cache (sync): understudy's syncfs would
+# otherwise also write back what the run before it (rsync's, which never syncs) left dirty.
 run_rsync() { # run_rsync SRC DEST
     local t0 t1 out
     mkdir -p "$2"
+    sync
     t0=$(date +%s.%N)
     out=$(rsync -rlptD --chown=www-data:www-data --stats -e "$SSH" "root@127.0.0.1:$1/" "$2/" 2>&1) ||
         die "rsync failed: $out"
@@ -68,6 +71,7 @@ setup_understudy() { # setup_understudy NAME SRC: a pair whose agent syncs SRC
 
 run_understudy() { # run_understudy NAME
     local dir=$B/$1 t0 t1 out rss wire_out wire_in
+    sync
     t0=$(date +%s.%N)
     out=$($TIME -f 'rss %M' "$UNDERSTUDY_AGENT" sync --no-database --verbose \
         --config "$dir/primary/agent.conf" 2>&1) || die "understudy sync failed: $out"
