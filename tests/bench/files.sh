@@ -44,12 +44,13 @@ make_scaled_n() { make_scaled "$1" "$FILES_B"; }
 
 # --- one run of each method ----------------------------------------------------------------------
 # Each prints "SECONDS BYTES RSS_KIB" for the run.
-# Each run starts with nothing dirty in the page cache (sync): understudy's syncfs would
-# otherwise also write back what the run before it (rsync's, which never syncs) left dirty.
+# Each run starts once the controller syncing again (pair 0's) is idle and nothing is dirty in
+# the page cache (settle, tests/bench/lib.sh).
+SETTLE_PIDS=()
 run_rsync() { # run_rsync SRC DEST
     local t0 t1 out
     mkdir -p "$2"
-    sync
+    settle "${SETTLE_PIDS[@]}"
     t0=$(date +%s.%N)
     out=$(rsync -rlptD --chown=www-data:www-data --stats -e "$SSH" "root@127.0.0.1:$1/" "$2/" 2>&1) ||
         die "rsync failed: $out"
@@ -71,7 +72,7 @@ setup_understudy() { # setup_understudy NAME SRC: a pair whose agent syncs SRC
 
 run_understudy() { # run_understudy NAME
     local dir=$B/$1 t0 t1 out rss wire_out wire_in
-    sync
+    settle "${SETTLE_PIDS[@]}"
     t0=$(date +%s.%N)
     out=$($TIME -f 'rss %M' "$UNDERSTUDY_AGENT" sync --no-database --verbose \
         --config "$dir/primary/agent.conf" 2>&1) || die "understudy sync failed: $out"
@@ -107,6 +108,7 @@ bench_dataset() { # bench_dataset NAME MAKER...
     # tree removed just before a run would slow down whichever method came next).
     for ((i = 0; i < RUNS; i++)); do
         setup_understudy "$name-$i" "$B/src-$name"
+        ((i == 0)) && SETTLE_PIDS=("$(cat "$B/$name-0/controller.pid")")
         run_understudy "$name-$i" >"$B/res" || exit 1; read -r t b m <"$B/res"; ut+=("$t"); bytes_u=$b; ((m > rss_a)) && rss_a=$m
         # Only pair 0 syncs again: the others' controllers would go on working in the
         # background (preparing the next tree, their first drift check) during later runs.

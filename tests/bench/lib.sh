@@ -11,6 +11,7 @@
 #   bench_fill_db MDBDIR DB POSTMETA
 #                            WordPress 6's core tables in DB, with POSTMETA/50 posts, twice as
 #                            many comments and POSTMETA wp_postmeta rows
+#   settle PID...            waits until the processes are idle, then syncs (before a timed run)
 #   median                   the median of the numbers on stdin, one a line
 
 start_sshd() {
@@ -174,6 +175,24 @@ INSERT INTO wp_comments (comment_post_ID, comment_author, comment_author_email, 
   SELECT 1 + seq % $posts, concat('Reader ', seq), concat('r', seq, '@example.org'), NOW(), NOW(), concat('Comment ', seq, ' ', repeat('nice ', seq % 30))
   FROM seq_1_to_$((posts * 2));
 SQL
+}
+
+# settle PID...: waits (at most 60 s) until these processes are idle (together under 20 ms of
+# CPU in half a second), then syncs. Called before every timed run of either method: the
+# controller goes on working after a sync (it prepares the next tree, checks for drift) and
+# MariaDB after an import, which would otherwise land in whichever run comes next; between two
+# cron runs hours apart that work is long done. The sync leaves nothing dirty for the next
+# run's syncfs to write back (rsync never syncs).
+settle() {
+    local deadline=$((SECONDS + 60)) a b
+    cpu_of() { local t=0 p; for p; do [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+    while ((SECONDS < deadline)); do
+        a=$(cpu_of "$@")
+        sleep 0.5
+        b=$(cpu_of "$@")
+        ((b - a < 2)) && break
+    done
+    sync
 }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
