@@ -741,7 +741,9 @@ static int set_meta(stage_t *st, int fd, const mf_entry_t *e);
  * size, SHA-256) and hands the verified bytes to STORE_THREADS threads that write
  * objects/<hex>. Their queue holds at most STORE_QUEUE_BYTES; the first error one of them meets
  * fails the sync. A file that takes more than one message (large, resumed, a delta) is written
- * by the receiving thread itself, as before. */
+ * by the receiving thread itself, as before. A generation built whole has its received files
+ * linked into the tree by such a pool too (link_later): a job then holds a reference to the
+ * directory it links into. */
 
 #define STORE_THREADS     2
 #define STORE_QUEUE_BYTES (4u << 20)
