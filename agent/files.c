@@ -331,6 +331,34 @@ static void entry_from_stat(mf_entry_t *e, const struct stat *st)
     e->ctime_ns = ts_ns(st->st_ctim);
 }
 
+/* SHA-256 of fd's first size bytes (fewer when it ends first), read through buf. Up to the size
+ * and no further, without a last read to see the end: the caller's fstat afterwards tells
+ * whether the file grew or shrank meanwhile. Returns the bytes read, ERR_INTERNAL without
+ * SHA-256, or -errno when a read fails. */
+static int64_t digest_fd(int fd, uint64_t size, uint8_t *buf, size_t buf_size, EVP_MD_CTX *md,
+                         uint8_t out[MF_HASH_LEN])
+{
+    uint64_t got = 0;
+    unsigned int hl = 0;
+
+    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+        return ERR_INTERNAL;
+    while (got < size) {
+        ssize_t n = read(fd, buf, size - got < buf_size ? (size_t)(size - got) : buf_size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            break;
+        EVP_DigestUpdate(md, buf, (size_t)n);
+        got += (uint64_t)n;
+    }
+    if (EVP_DigestFinal_ex(md, out, &hl) != 1 || hl != MF_HASH_LEN)
+        return ERR_INTERNAL;
+    return (int64_t)got;
+}
+
 /* Hashes the regular file name in dirfd into e (stat fields included). Returns 1, 0 when it
  * vanished or stopped being a regular file, or a negative code with err set. */
 static int hash_file(walker_t *w, int dirfd, const char *name, mf_entry_t *e)
@@ -353,32 +381,17 @@ static int hash_file(walker_t *w, int dirfd, const char *name, mf_entry_t *e)
             close(fd);
             return 0;
         }
-        if (EVP_DigestInit_ex(w->md, EVP_sha256(), NULL) != 1) {
+        int64_t n = digest_fd(fd, (uint64_t)before.st_size, w->buf, HASH_BUF_SIZE, w->md, e->hash);
+        if (n < 0) {
             close(fd);
-            snprintf(w->err, w->err_size, "SHA-256 is not available");
-            return ERR_INTERNAL;
-        }
-        /* Up to the size fstat gave, without a last read to see the end: the fstat after
-         * tells whether the file grew or shrank meanwhile. */
-        for (uint64_t left = (uint64_t)before.st_size; left > 0;) {
-            ssize_t n = read(fd, w->buf, left < HASH_BUF_SIZE ? (size_t)left : HASH_BUF_SIZE);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                r = -errno;
+            if (n == ERR_INTERNAL)
+                snprintf(w->err, w->err_size, "SHA-256 is not available");
+            else
                 snprintf(w->err, w->err_size, "cannot read %s/%s: %s", w->s->root, w->path,
-                         strerror(errno));
-                close(fd);
-                return r;
-            }
-            if (n == 0)
-                break;
-            EVP_DigestUpdate(w->md, w->buf, (size_t)n);
-            w->s->hashed_bytes += (uint64_t)n;
-            left -= (uint64_t)n;
+                         strerror((int)-n));
+            return (int)n;
         }
-        unsigned int hl = 0;
-        EVP_DigestFinal_ex(w->md, e->hash, &hl);
+        w->s->hashed_bytes += (uint64_t)n;
         r = fstat(fd, &after);
         close(fd);
         w->s->hashed++;
@@ -561,7 +574,6 @@ static void pre_hash(const scan_pool_t *p, const scan_dir_t *d, scan_ent_t *e, p
 {
     char path[MF_PATH_MAX];
     struct stat after;
-    unsigned int hl = 0;
 
     if ((size_t)snprintf(path, sizeof(path), "%s%s%s", d->path, d->plen ? "/" : "", e->name) >=
             sizeof(path) ||
@@ -572,16 +584,9 @@ static void pre_hash(const scan_pool_t *p, const scan_dir_t *d, scan_ent_t *e, p
     int fd = openat(d->fd, e->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return;
-    bool ok = EVP_DigestInit_ex(h->md, EVP_sha256(), NULL) == 1;
-    for (uint64_t left = (uint64_t)e->st.st_size; ok && left > 0;) {
-        ssize_t n = read(fd, h->buf, left < PRE_HASH_BUF ? (size_t)left : PRE_HASH_BUF);
-        if (n < 0 && errno == EINTR)
-            continue;
-        ok = n > 0 && EVP_DigestUpdate(h->md, h->buf, (size_t)n) == 1;
-        left -= ok ? (uint64_t)n : 0;
-    }
-    ok = ok && EVP_DigestFinal_ex(h->md, e->hash, &hl) == 1 && hl == MF_HASH_LEN &&
-         fstat(fd, &after) == 0 && stat_same(&e->st, &after);
+    bool ok = digest_fd(fd, (uint64_t)e->st.st_size, h->buf, PRE_HASH_BUF, h->md, e->hash) ==
+                  (int64_t)e->st.st_size &&
+              fstat(fd, &after) == 0 && stat_same(&e->st, &after);
     close(fd);
     e->hashed = ok;
     __atomic_fetch_add((uint64_t *)&p->pre_hashed, 1, __ATOMIC_RELAXED);

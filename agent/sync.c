@@ -31,6 +31,7 @@
 #include "agent.h"
 #include "chan.h"
 #include "dbsend.h"
+#include "deadline.h"
 #include "err.h"
 #include "fault.h"
 #include "files.h"
@@ -71,14 +72,7 @@ static void *scan_main(void *arg)
 /* Whether the scan is done, waiting up to ms for it. */
 static bool scan_wait(scanjob_t *j, int ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = deadline_after_ms((uint64_t)ms);
     pthread_mutex_lock(&j->mu);
     while (!j->done && pthread_cond_timedwait(&j->cond, &j->mu, &until) == 0)
         ;

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "deadline.h"
 #include "err.h"
 
 /* Frames are gathered up to this many bytes for one TLS write (see chan_flush_out). */
@@ -300,15 +301,8 @@ int chan_recv(chan_t *ch, wire_msg_t **ret_msg, uint64_t timeout_ms)
     bool wake = false;
     int r = 0;
 
-    if (timeout_ms) {
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += (time_t)(timeout_ms / 1000);
-        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (deadline.tv_nsec >= 1000000000L) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ms)
+        deadline = deadline_after_ms(timeout_ms);
     pthread_mutex_lock(&ch->mu);
     while (!ch->in_head && !ch->conn_closed) {
         if (!timeout_ms) {

@@ -64,6 +64,7 @@
 #include <zstd.h>
 #include <zstd_errors.h>
 
+#include "deadline.h"
 #include "err.h"
 #include "fault.h"
 #include "genpriv.h"
@@ -265,6 +266,17 @@ static int make_object_dir(int staging_fd, const char *name)
     return mkdirat(staging_fd, dir, 0700) == 0 || errno == EEXIST ? 0 : -errno;
 }
 
+/* Opens (creating) the store path name made by hash_hex_name, and its directory when that is
+ * missing. Returns the descriptor, or -1 with errno. */
+static int open_object(int staging_fd, const char *name, int flags)
+{
+    flags |= O_CREAT | O_NOFOLLOW | O_CLOEXEC;
+    int fd = openat(staging_fd, name, flags, 0600);
+    if (fd < 0 && errno == ENOENT && make_object_dir(staging_fd, name) == 0)
+        fd = openat(staging_fd, name, flags, 0600);
+    return fd;
+}
+
 /* Creates objects/ as the top of its own directory hierarchy for ext4's Orlov allocator
  * (FS_TOPDIR_FL, chattr +T): its 256 directories, and so the received files in them, spread
  * over the filesystem's block groups instead of crowding the group of staging/. Without an
@@ -318,13 +330,7 @@ static void *flush_main(void *arg)
     bool last;
 
     do {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += FLUSH_PERIOD_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = deadline_after_ms(FLUSH_PERIOD_MS);
         pthread_mutex_lock(&st->flush_mu);
         while (!st->flush_last &&
                pthread_cond_timedwait(&st->flush_cond, &st->flush_mu, &until) == 0)
@@ -797,10 +803,7 @@ typedef struct store_pool {
 
 static int store_write(stage_t *st, const store_job_t *j)
 {
-    int flags = O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC;
-    int fd = openat(st->staging_fd, j->name, flags, 0600);
-    if (fd < 0 && errno == ENOENT && make_object_dir(st->staging_fd, j->name) == 0)
-        fd = openat(st->staging_fd, j->name, flags, 0600);
+    int fd = open_object(st->staging_fd, j->name, O_WRONLY | O_TRUNC);
     if (fd < 0)
         return -errno;
     int r = 0;
@@ -1051,9 +1054,9 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
         wire_msg_free(m);
         return r;
     }
-    k.sha = EVP_MD_CTX_new();
+    k.sha = md;
     obuf = malloc(IO_CHUNK);
-    if (!k.sha || !obuf || EVP_DigestInit_ex(k.sha, EVP_sha256(), NULL) != 1) {
+    if (!obuf || EVP_DigestInit_ex(k.sha, EVP_sha256(), NULL) != 1) {
         r = set_err(err, err_size, -ENOMEM, "out of memory");
         goto out;
     }
@@ -1084,10 +1087,7 @@ static int receive_one(stage_t *st, const msgio_t *io, need_t *n, ZSTD_DCtx *zd,
                 goto out;
             }
             /* From the start: truncate on open; resuming: keep what the earlier run wrote. */
-            int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (off ? 0 : O_TRUNC);
-            k.fd = openat(st->staging_fd, name, flags, 0600);
-            if (k.fd < 0 && errno == ENOENT && make_object_dir(st->staging_fd, name) == 0)
-                k.fd = openat(st->staging_fd, name, flags, 0600);
+            k.fd = open_object(st->staging_fd, name, O_RDWR | (off ? 0 : O_TRUNC));
             if (k.fd < 0) {
                 r = set_err(err, err_size, -errno, "cannot write %s: %s", name, strerror(errno));
                 goto out;
@@ -1228,7 +1228,6 @@ out:
         close(live_copy);
     if (k.fd >= 0)
         close(k.fd);
-    EVP_MD_CTX_free(k.sha);
     free(obuf);
     return r;
 }
@@ -1664,18 +1663,24 @@ static int live_parent_of(builder_t *b, const char *path, const char **ret_name)
 }
 
 /* Sets owner, mode and mtime on a file we created (never one a generation holds). */
-/* Thread-safe: the store pool's threads call it too. */
+/* [site] owner cannot be applied (EPERM): said once, and not tried again. Thread-safe, like
+ * the reading of st->chown in set_meta: the store pool's threads give files their owner too. */
+static void chown_denied(stage_t *st)
+{
+    pthread_mutex_lock(&st->chown_mu);
+    if (st->chown) {
+        gen_store_chown_denied(st->g);
+        __atomic_store_n(&st->chown, false, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&st->chown_mu);
+}
+
 static int set_meta(stage_t *st, int fd, const mf_entry_t *e)
 {
     if (__atomic_load_n(&st->chown, __ATOMIC_RELAXED) && fchown(fd, st->uid, st->gid) < 0) {
         if (errno != EPERM)
             return -errno;
-        pthread_mutex_lock(&st->chown_mu);
-        if (st->chown) {
-            gen_store_chown_denied(st->g);
-            __atomic_store_n(&st->chown, false, __ATOMIC_RELAXED);
-        }
-        pthread_mutex_unlock(&st->chown_mu);
+        chown_denied(st);
     }
     struct timespec ts[2] = {ts_of(e->mtime_ns), ts_of(e->mtime_ns)};
     if (fchmod(fd, e->mode & 07777) < 0 || futimens(fd, ts) < 0)
@@ -1993,8 +1998,7 @@ static int emit(builder_t *b, const mf_entry_t *e, bool live_same_path, bool as_
         if (st->chown && fchownat(dirfd, name, st->uid, st->gid, AT_SYMLINK_NOFOLLOW) < 0) {
             if (errno != EPERM)
                 break;
-            gen_store_chown_denied(st->g);
-            st->chown = false;
+            chown_denied(st);
         }
         if (utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
             break;

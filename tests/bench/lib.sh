@@ -177,6 +177,12 @@ INSERT INTO wp_comments (comment_post_ID, comment_author, comment_author_email, 
 SQL
 }
 
+cpu_of() { # cpu_of PID...: user + system clock ticks of the live ones among them
+    local t=0 p
+    for p; do [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$t"
+}
+
 # settle PID...: waits (at most 60 s) until these processes are idle (together under 20 ms of
 # CPU in half a second), then syncs. Called before every timed run of either method: the
 # controller goes on working after a sync (it prepares the next tree, checks for drift) and
@@ -185,7 +191,6 @@ SQL
 # run's syncfs to write back (rsync never syncs).
 settle() {
     local deadline=$((SECONDS + 60)) a b
-    cpu_of() { local t=0 p; for p; do [[ -r /proc/$p/stat ]] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
     while ((SECONDS < deadline)); do
         a=$(cpu_of "$@")
         sleep 0.5
