@@ -27,10 +27,11 @@ struct files_scan {
     bool have_base_digest; /* the generation file also holds the saved manifest's digest */
     uint8_t base_digest[MF_HASH_LEN];
     uint8_t digest[MF_HASH_LEN];
-    /* What the scan found different from the saved manifest (have_changes, only with one):
-     * the saved entries it drops or changes (chg_old_path) and its own entries the saved
-     * manifest does not hold as they are (chg_new_path), each in walk order -- the two
-     * manifests without the entries they share, for an incremental listing (send.c). */
+    /* What the scan found different from the saved manifest (have_changes: only with one, and
+     * only when something differs): the saved entries it drops or changes (chg_old_path) and
+     * its own entries the saved manifest does not hold as they are (chg_new_path), each in walk
+     * order -- the two manifests without the entries they share, for an incremental listing
+     * (send.c). */
     bool have_changes;
     char *chg_old_path, *chg_new_path;
     uint64_t count, total_bytes;

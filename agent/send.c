@@ -247,9 +247,12 @@ static int send_listing(sender_t *sd, bool full)
     size_t skip_len = 0;
     int ho = 0, hn, r;
 
-    /* The same tree digest as the saved manifest: no entry differs (the digest covers every
-     * field entry_differs compares), so neither manifest needs reading. */
-    if (!full && sd->s->have_base_digest && !memcmp(sd->s->base_digest, sd->s->digest, MF_HASH_LEN))
+    /* No entry differs from the saved manifest (the scan then kept no change spools), or the
+     * same tree digest (it covers every field entry_differs compares): neither manifest needs
+     * reading. */
+    if (!full &&
+        (sd->s->same_as_saved ||
+         (sd->s->have_base_digest && !memcmp(sd->s->base_digest, sd->s->digest, MF_HASH_LEN))))
         goto end;
     /* Incremental: the scan's own record of what differs (files.c), when it kept one, is the
      * two manifests without the entries they share; the same merge below lists the same. */

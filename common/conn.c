@@ -418,6 +418,16 @@ static void on_connect(uv_connect_t *req, int status)
     conn_start(c);
 }
 
+static int start_connect(conn_t *c, const struct sockaddr *addr)
+{
+    c->state = CONN_CONNECTING;
+    c->connect_req.data = c;
+    int r = uv_tcp_connect(&c->connect_req, &c->tcp, addr, on_connect);
+    if (r == 0)
+        c->reqs_open++;
+    return r;
+}
+
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     conn_t *c = req->data;
@@ -443,15 +453,18 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         snprintf(both, sizeof(both), "%.200s (%.100s)", host, c->peer);
         snprintf(c->peer, sizeof(c->peer), "%s", both);
     }
-    c->state = CONN_CONNECTING;
-    c->connect_req.data = c;
-    r = uv_tcp_connect(&c->connect_req, &c->tcp, res->ai_addr, on_connect);
+    r = start_connect(c, res->ai_addr);
     uv_freeaddrinfo(res);
-    if (r < 0) {
+    if (r < 0)
         conn_fail(c, ERR_UNREACHABLE, "cannot connect to %s: %s", c->peer, uv_strerror(r));
-        return;
-    }
-    c->reqs_open++;
+}
+
+/* An address written as one: the connect starts without libuv's resolver (which would start
+ * its thread pool for a name that needs no look-up). */
+static bool numeric_addr(const char *host, uint16_t port, struct sockaddr_storage *ret)
+{
+    return uv_ip4_addr(host, port, (struct sockaddr_in *)ret) == 0 ||
+           uv_ip6_addr(host, port, (struct sockaddr_in6 *)ret) == 0;
 }
 
 int conn_connect(uv_loop_t *loop, const char *host, uint16_t port, tls_ctx_t *tls,
@@ -459,6 +472,7 @@ int conn_connect(uv_loop_t *loop, const char *host, uint16_t port, tls_ctx_t *tl
                  conn_t **ret_conn)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct sockaddr_storage addr;
     char service[8];
     conn_t *c;
     int r = conn_new(loop, tls, limits, cb, data, &c);
@@ -470,14 +484,20 @@ int conn_connect(uv_loop_t *loop, const char *host, uint16_t port, tls_ctx_t *tl
     c->state = CONN_RESOLVING;
     c->gai.data = c;
     arm_timer(c, limits->connect_timeout_ms);
-    r = uv_getaddrinfo(loop, &c->gai, on_resolved, host, service, &hints);
+    if (numeric_addr(host, port, &addr)) {
+        format_peer(c, (const struct sockaddr *)&addr);
+        r = start_connect(c, (const struct sockaddr *)&addr);
+    } else {
+        r = uv_getaddrinfo(loop, &c->gai, on_resolved, host, service, &hints);
+        if (r == 0)
+            c->reqs_open++;
+    }
     if (r < 0) {
         c->cb.on_close = NULL;
         c->state = CONN_CLOSING;
         conn_close_handles(c);
         return r;
     }
-    c->reqs_open++;
     *ret_conn = c;
     return 0;
 }

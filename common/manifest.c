@@ -3,7 +3,8 @@
  * File format: the line "understudy-manifest 1\n", then one record per entry, little-endian:
  *   u32 path_len, path, u8 kind, u32 mode, i64 mtime_ns, u64 size, 32-byte hash,
  *   u32 link_len, link, u64 dev, u64 ino, i64 ctime_ns
- * Records are read through stdio's buffer: memory does not depend on the number of entries.
+ * Records are read through a 64 KiB stdio buffer: memory does not depend on the number of
+ * entries.
  */
 #include "manifest.h"
 
@@ -19,7 +20,8 @@
 
 #include "err.h"
 
-#define MF_MAGIC "understudy-manifest 1\n"
+#define MF_MAGIC    "understudy-manifest 1\n"
+#define MF_READ_BUF (64u * 1024)
 
 int mf_path_cmp(const char *a, const char *b)
 {
@@ -307,6 +309,7 @@ void mf_writer_abort(mf_writer_t *w)
 
 struct mf_reader {
     FILE *f;
+    char *fbuf; /* f's buffer */
     char *path, *link, *last;
     size_t path_cap, link_cap, last_cap;
     bool have_last; /* last holds the previous entry's path */
@@ -333,6 +336,11 @@ int mf_reader_open(const char *path, mf_reader_t **ret, bool *ret_missing)
         *ret = r; /* empty */
         return 0;
     }
+    /* A 64 KiB buffer (stdio's default is the 4 KiB block size): a whole manifest is read
+     * in a sixteenth of the system calls, in memory still under malloc's mmap threshold.
+     * glibc ignores the size unless given the buffer. */
+    if ((r->fbuf = malloc(MF_READ_BUF)))
+        setvbuf(r->f, r->fbuf, _IOFBF, MF_READ_BUF);
     if (fread_unlocked(magic, 1, strlen(MF_MAGIC), r->f) != strlen(MF_MAGIC) ||
         memcmp(magic, MF_MAGIC, strlen(MF_MAGIC)) != 0) {
         mf_reader_close(r);
@@ -415,6 +423,7 @@ void mf_reader_close(mf_reader_t *r)
         return;
     if (r->f)
         fclose(r->f);
+    free(r->fbuf);
     free(r->path);
     free(r->link);
     free(r->last);

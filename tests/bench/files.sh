@@ -12,6 +12,8 @@
 # issue): no-change <= 0.1x rsync's time and <= 2 KB; small change <= 0.3x and <= 1.2x the
 # zstd-compressed changed bytes; first sync <= 1.2x; agent RSS <= 32 MiB at 50k files.
 # --quick: 5,000 files instead of 50,000 and one run per case (a smoke run of the script).
+# No change runs 3 x N times (short runs, noisier medians).
+# The agent measured is the static one a primary runs (shipped_agent, tests/bench/lib.sh).
 set -u -o pipefail
 # shellcheck source=tests/helpers/lib.sh
 source "$(dirname "$0")/../helpers/lib.sh"
@@ -33,6 +35,7 @@ done
 
 ensure_packages "$UNDERSTUDY_SOURCE/tests/bench/packages.txt" || die "cannot install the bench packages"
 [[ -x $UNDERSTUDY_AGENT ]] || die "build first: meson setup build && ninja -C build"
+shipped_agent
 TIME=/usr/bin/time
 
 make_tmpdir B
@@ -116,9 +119,10 @@ bench_dataset() { # bench_dataset NAME MAKER...
         run_rsync "$B/src-$name" "$B/rsync-$name-$i" >"$B/res" || exit 1; read -r t b _ <"$B/res"; rt+=("$t"); bytes_r=$b
     done
     report "$name" "first sync" "${ut[*]}" "${rt[*]}" "$bytes_u" "$bytes_r" "$rss_a" "$(controller_rss "$name-0")"
-    # No change.
+    # No change: a run is a few tens of milliseconds, so a hiccup of the machine moves it by a
+    # fifth (rsync's by a fiftieth); three times the runs steady the medians.
     ut=() rt=() rss_a=0
-    for ((i = 0; i < RUNS; i++)); do
+    for ((i = 0; i < 3 * RUNS; i++)); do
         run_understudy "$name-0" >"$B/res" || exit 1; read -r t b m <"$B/res"; ut+=("$t"); bytes_u=$b; ((m > rss_a)) && rss_a=$m
         run_rsync "$B/src-$name" "$B/rsync-$name-0" >"$B/res" || exit 1; read -r t b _ <"$B/res"; rt+=("$t"); bytes_r=$b
     done

@@ -12,7 +12,31 @@
 #                            WordPress 6's core tables in DB, with POSTMETA/50 posts, twice as
 #                            many comments and POSTMETA wp_postmeta rows
 #   settle PID...            waits until the processes are idle, then syncs (before a timed run)
+#   shipped_agent            points UNDERSTUDY_AGENT at the agent README installs on the primary
+#                            (the static build); UNDERSTUDY_BENCH_AGENT=build keeps the build's
 #   median                   the median of the numbers on stdin, one a line
+
+# The agent the benchmarks measure is the one a primary runs: README's install copies the
+# single-file static build (deploy/install-backup) to the shared host. It is built here the way
+# install-backup and tests/integration/static-agent.sh build it, in $UNDERSTUDY_BUILD/static-agent
+# (only what changed is rebuilt). A host that cannot link statically measures the build's agent,
+# and says so. Same compiler options either way (the project's default buildtype).
+shipped_agent() {
+    local dir=$UNDERSTUDY_BUILD/static-agent log=$UNDERSTUDY_BUILD/static-agent.log
+    if [[ ${UNDERSTUDY_BENCH_AGENT:-} == build ]]; then
+        printf 'agent: %s (UNDERSTUDY_BENCH_AGENT=build)\n' "$UNDERSTUDY_AGENT" >&2
+        return 0
+    fi
+    if { [[ -f $dir/build.ninja ]] ||
+        meson setup "$dir" "$UNDERSTUDY_SOURCE" -Dstatic_agent=true -Dtests=false >"$log" 2>&1; } &&
+        ninja -C "$dir" agent/understudy-agent >>"$log" 2>&1; then
+        UNDERSTUDY_AGENT=$dir/agent/understudy-agent
+        printf 'agent: %s (static, as installed on a primary)\n' "$UNDERSTUDY_AGENT" >&2
+    else
+        printf 'agent: %s (the static agent does not build here, see %s)\n' "$UNDERSTUDY_AGENT" "$log" >&2
+    fi
+    export UNDERSTUDY_AGENT
+}
 
 start_sshd() {
     mkdir -p "$B/ssh"

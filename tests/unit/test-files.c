@@ -1384,9 +1384,21 @@ static void test_unchanged_rescan_writes_no_manifest(void **st)
     files_scan_free(s);
     assert_true(state_has("manifest"));
 
-    /* Unchanged: incremental and full listings both work from the saved manifest. */
+    /* Unchanged: incremental and full listings both work from the saved manifest. The scan
+     * opened no change spools, and the incremental listing reads no manifest, whether it goes
+     * by the digests or by the scan having found no difference. */
     s = scan();
+    assert_false(s->have_changes);
+    assert_false(state_has("changes.old"));
+    assert_false(state_has("changes.new"));
     session_t r = run_session(s, &f, false, 7);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(f.entries.n, 0);
+    list_free(&f.entries);
+    memset(&f, 0, sizeof(f));
+    s->have_base_digest = false;
+    r = run_session(s, &f, false, 7);
+    s->have_base_digest = true;
     assert_int_equal(r.rc, 0);
     assert_int_equal(f.entries.n, 0);
     list_free(&f.entries);
