@@ -1,6 +1,8 @@
 /* understudy-agent sync: scan the site, and one session with the controller: Hello, SyncBegin,
- * the files phase, the database phase, Commit, Result. The libuv loop runs on the main thread;
- * the session itself runs on a worker thread (common/chan.h) as plain sequential code.
+ * the files phase, the database phase, Commit, Result; with --no-database and a tree that is
+ * the controller's live one, Hello, SyncBegin and the Result (SyncBegin.files_only in
+ * understudy.proto). The libuv loop runs on the main thread; the session itself runs on a
+ * worker thread (common/chan.h) as plain sequential code.
  *
  * The scan runs on a thread of its own from the start, while the connection is made (TCP, TLS,
  * Hello): the session waits for it after Hello, and the new manifest's fsync then runs while the
@@ -15,6 +17,7 @@
  */
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
@@ -180,8 +183,9 @@ static int result_send(void *ctx, const wire_msg_t *m)
     return msgio_send(&sr->chan_io, m);
 }
 
-/* Receives one message of the given type; an Error from the controller ends the sync. */
-static int expect(syncrun_t *sr, const msgio_t *io, wire_type_t type, wire_msg_t **ret)
+/* Receives one message of type or alt; an Error from the controller ends the sync. */
+static int expect_either(syncrun_t *sr, const msgio_t *io, wire_type_t type, wire_type_t alt,
+                         wire_msg_t **ret)
 {
     int r = msgio_recv(io, ret, SYNC_RECV_TIMEOUT_MS);
     if (r < 0) {
@@ -196,13 +200,18 @@ static int expect(syncrun_t *sr, const msgio_t *io, wire_type_t type, wire_msg_t
         wire_msg_free(*ret);
         return code;
     }
-    if ((*ret)->type != type) {
+    if ((*ret)->type != type && (*ret)->type != alt) {
         run_fail(sr, ERR_PROTOCOL, "the controller sent %s where %s was expected",
                  wire_type_name((*ret)->type), wire_type_name(type));
         wire_msg_free(*ret);
         return ERR_PROTOCOL;
     }
     return 0;
+}
+
+static int expect(syncrun_t *sr, const msgio_t *io, wire_type_t type, wire_msg_t **ret)
+{
+    return expect_either(sr, io, type, type, ret);
 }
 
 static int session_hello(syncrun_t *sr, const msgio_t *io)
@@ -249,11 +258,32 @@ static int session_sync(syncrun_t *sr, const msgio_t *io)
     begin.u.sync_begin.tree_digest.data = files_scan_digest(sr->scan);
     begin.u.sync_begin.tree_digest.len = MF_HASH_LEN;
     begin.u.sync_begin.file_count = files_scan_count(sr->scan);
+    begin.u.sync_begin.files_only = !sr->database;
     r = msgio_send(io, &begin);
     if (r == 0)
-        r = expect(sr, io, WIRE_SYNC_READY, &ready);
+        r = expect_either(sr, io, WIRE_SYNC_READY, WIRE_RESULT, &ready);
     if (r < 0)
         return r;
+    /* Files only, and this tree is the live one: the controller's Result (UNCHANGED) came in
+     * place of SyncReady, and the sync ends here (SyncBegin.files_only). A failure Result was
+     * taken by result_recv(). */
+    if (ready->type == WIRE_RESULT) {
+        const wire_result_t *res = &ready->u.result;
+        r = 0;
+        if (!begin.u.sync_begin.files_only || res->status != WIRE_STATUS_UNCHANGED ||
+            res->generation != begin.u.sync_begin.base_generation) {
+            run_fail(sr, ERR_PROTOCOL,
+                     "the controller answered SyncBegin with a Result (status %d, generation "
+                     "%" PRIu64 ") where SyncReady was expected",
+                     (int)res->status, res->generation);
+            r = ERR_PROTOCOL;
+        } else {
+            sr->status = res->status;
+            sr->generation = res->generation;
+        }
+        wire_msg_free(ready);
+        return r;
+    }
 
     r = files_send(sr->scan, io, &ready->u.sync_ready, &sr->fst, err, sizeof(err));
     wire_msg_free(ready);

@@ -536,6 +536,7 @@ static void build_frame(const wire_msg_t *m, Understudy__Frame *f, pb_body_t *bo
         p->base_generation = s->base_generation;
         p->tree_digest = pb_bytes(s->tree_digest);
         p->file_count = s->file_count;
+        p->files_only = s->files_only;
         f->sync_begin = p;
         break;
     }
@@ -920,6 +921,7 @@ static void mirror_frame(const Understudy__Frame *f, wire_msg_t *m, block_t *b)
         s->base_generation = p->base_generation;
         s->tree_digest = mirror_bytes(p->tree_digest);
         s->file_count = p->file_count;
+        s->files_only = p->files_only != 0;
         break;
     }
     case UNDERSTUDY__FRAME__BODY_DIR_DIGEST:

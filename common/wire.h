@@ -124,6 +124,7 @@ typedef struct wire_sync_begin {
     uint64_t base_generation;
     wire_bytes_t tree_digest;
     uint64_t file_count;
+    bool files_only; /* no database phase: an unchanged tree's Result may replace SyncReady */
 } wire_sync_begin_t;
 
 /* ---- files phase ----

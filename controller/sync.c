@@ -148,6 +148,21 @@ static int sync_body(syncer_t *s, const msgio_t *io, const wire_sync_begin_t *be
     bool resync = resync_pending(s);
     bool full = live == 0 || begin->base_generation != live || resync;
 
+    /* Files only, and the agent's tree is the live one (SyncBegin.files_only): nothing to stage
+     * or list. The Result replaces SyncReady, after the same write-guard check as a Commit's. */
+    if (begin->files_only && !full && !begin->dry_run && live_digest &&
+        begin->tree_digest.len == MF_HASH_LEN &&
+        !memcmp(begin->tree_digest.data, live_digest, MF_HASH_LEN)) {
+        *ret_committed = true; /* the agent sends nothing more for this sync */
+        if (s->watch && watch_refusal(s->watch, err, err_size))
+            return ERR_REFUSED;
+        *ret_unchanged = true;
+        *ret_gen = live;
+        log_info("%s: sync: the agent's tree is live generation %llu, unchanged", peer,
+                 (unsigned long long)live);
+        return 0;
+    }
+
     wire_msg_t ready = {.type = WIRE_SYNC_READY};
     ready.u.sync_ready.live_generation = live;
     ready.u.sync_ready.full_listing = full;

@@ -137,6 +137,13 @@ check_eq "unchanged files are hard links between generations" "$ino2" "$ino1"
 
 sync_ok "unchanged sync"
 check_eq "unchanged sync: still generation 2" "$(generation)" 2
+check "unchanged sync: prints unchanged" grep -q '^unchanged: generation 2;' "$OUT"
+# Files only, the agent's tree is the live one: the Result answers SyncBegin, no files phase
+# (SyncBegin.files_only), and a few hundred bytes cross.
+check "unchanged sync: answered at SyncBegin" \
+    grep -q "sync: the agent's tree is live generation 2, unchanged" "$LOG"
+check "unchanged sync: under 2 KB on the wire ($((SENT + RECEIVED)) bytes)" \
+    test $((SENT + RECEIVED)) -le 2048
 
 # --- rollback -----------------------------------------------------------------------------------
 out=$("$UNDERSTUDY_CONTROLLER" rollback --config "$CONTROLLER_CONF" 2>&1)

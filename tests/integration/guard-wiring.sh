@@ -104,6 +104,19 @@ start
 sleep 1.5
 check_eq "old requests do not trip again after a restart" "$(sync_rc)" 0
 
+# An unchanged tree is answered at SyncBegin (SyncBegin.files_only), after the same guard check.
+check_eq "unchanged sync applies" "$(sync_rc)" 0
+check "unchanged sync answered at SyncBegin" \
+    grep -q "sync: the agent's tree is live generation .*, unchanged" "$LOG"
+sleep 1.1 # the next request is logged after the last sync's second
+log_write
+check_eq "unchanged sync refused after a POST (exit 40)" "$(sync_rc)" 40
+check "agent prints the evidence for the unchanged sync" grep -q "Can't update backup website: it has local changes that would be lost (signal access-log at .*POST /wp-comments-post.php" "$OUT"
+sleep 1.1
+printf 'cleared %s\n' "$(date +%s)" >"$DATA/guard/cleared"
+rm "$DATA/guard/tripped"
+check_eq "unchanged sync applies once cleared" "$(sync_rc)" 0
+
 # A file dropped into the live site trips it.
 echo "upload" >"$DOCROOT/wp-content/uploads/cat.jpg"
 sleep 2.5

@@ -40,7 +40,8 @@ typedef struct fixture {
     int server_closed, client_closed;
     int messages_at_server, messages_at_client;
     bool client_ready;
-    size_t big; /* bytes of the large frame to send */
+    char peer[256]; /* the client's name for the server, once ready */
+    size_t big;     /* bytes of the large frame to send */
 } fixture_t;
 
 static void srv_on_message(conn_t *c, wire_msg_t *m)
@@ -81,6 +82,7 @@ static void cli_on_ready(conn_t *c)
     fixture_t *f = conn_data(c);
     wire_msg_t m = {.type = WIRE_HELLO};
     f->client_ready = true;
+    snprintf(f->peer, sizeof(f->peer), "%s", conn_peer_name(c));
     m.u.hello.magic = WIRE_MAGIC;
     m.u.hello.protocol_version = 1;
     m.u.hello.program_version = "test";
@@ -112,7 +114,8 @@ static void cli_on_close(conn_t *c, int status)
 
 static const conn_callbacks_t cli_cb = {cli_on_ready, cli_on_message, cli_on_close};
 
-static void fixture_init(fixture_t *f, const char *server_pin, const char *client_pin)
+static void fixture_init_at(fixture_t *f, const char *host, const char *server_pin,
+                            const char *client_pin)
 {
     struct sockaddr_in addr;
     struct sockaddr_storage ss;
@@ -134,7 +137,12 @@ static void fixture_init(fixture_t *f, const char *server_pin, const char *clien
     uv_tcp_getsockname(&f->listener, (struct sockaddr *)&ss, &len);
     uint16_t port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
     assert_int_equal(
-        conn_connect(&f->loop, "127.0.0.1", port, f->cctx, &f->limits, &cli_cb, f, &f->client), 0);
+        conn_connect(&f->loop, host, port, f->cctx, &f->limits, &cli_cb, f, &f->client), 0);
+}
+
+static void fixture_init(fixture_t *f, const char *server_pin, const char *client_pin)
+{
+    fixture_init_at(f, "127.0.0.1", server_pin, client_pin);
 }
 
 static void fixture_run_and_close(fixture_t *f)
@@ -157,6 +165,28 @@ static void test_exchange(void **state)
     assert_int_equal(f.server_status, ERR_PEER_CLOSED); /* the client closed first */
     assert_int_equal(f.client_closed, 1);
     assert_int_equal(f.server_closed, 1);
+}
+
+/* An address connects directly, a name through the resolver: "127.1" is no address to
+ * inet_pton, but getaddrinfo reads it as 127.0.0.1 (no DNS). The peer's name keeps what was
+ * written next to the address it resolved to. */
+static void test_exchange_by_name(void **state)
+{
+    (void)state;
+    fixture_t f;
+    fixture_init_at(&f, "127.1", id.cfp, id.sfp);
+    fixture_run_and_close(&f);
+    assert_true(f.client_ready);
+    assert_int_equal(f.messages_at_client, 1);
+    assert_int_equal(f.client_status, 0);
+    assert_true(!strncmp(f.peer, "127.1:", 6));
+    assert_non_null(strstr(f.peer, " (127.0.0.1:"));
+
+    fixture_init(&f, id.cfp, id.sfp);
+    fixture_run_and_close(&f);
+    assert_int_equal(f.client_status, 0);
+    assert_true(!strncmp(f.peer, "127.0.0.1:", 10));
+    assert_null(strchr(f.peer, '('));
 }
 
 static void test_large_frame(void **state)
@@ -229,9 +259,9 @@ int main(void)
 {
     signal(SIGPIPE, SIG_IGN); /* as the programs do (common/cli.c) */
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_exchange),         cmocka_unit_test(test_large_frame),
-        cmocka_unit_test(test_frame_over_limit), cmocka_unit_test(test_untrusted),
-        cmocka_unit_test(test_unreachable),
+        cmocka_unit_test(test_exchange),    cmocka_unit_test(test_exchange_by_name),
+        cmocka_unit_test(test_large_frame), cmocka_unit_test(test_frame_over_limit),
+        cmocka_unit_test(test_untrusted),   cmocka_unit_test(test_unreachable),
     };
     return cmocka_run_group_tests(tests, setup_all, teardown_all);
 }

@@ -144,6 +144,7 @@ static void assert_msg_equal(const wire_msg_t *a, const wire_msg_t *b)
         assert_int_equal(x->base_generation, y->base_generation);
         assert_bytes(x->tree_digest, y->tree_digest);
         assert_int_equal(x->file_count, y->file_count);
+        assert_int_equal(x->files_only, y->files_only);
         break;
     }
     case WIRE_DIR_DIGEST:
@@ -315,9 +316,9 @@ static size_t samples(wire_msg_t *m)
     m[n++].u.error = (wire_error_t){0, NULL};
     m[n].type = WIRE_SYNC_BEGIN;
     m[n++].u.sync_begin =
-        (wire_sync_begin_t){{nul_bytes, 5}, true, UINT64_MAX, {nul_bytes, 1}, UINT64_MAX};
+        (wire_sync_begin_t){{nul_bytes, 5}, true, UINT64_MAX, {nul_bytes, 1}, UINT64_MAX, true};
     m[n].type = WIRE_SYNC_BEGIN;
-    m[n++].u.sync_begin = (wire_sync_begin_t){{NULL, 0}, false, 0, {NULL, 0}, 0};
+    m[n++].u.sync_begin = (wire_sync_begin_t){{NULL, 0}, false, 0, {NULL, 0}, 0, false};
     m[n].type = WIRE_DIR_DIGEST;
     m[n++].u.dir_digest = (wire_dir_digest_t){{NULL, 0}, {nul_bytes, 5}};
     m[n].type = WIRE_DIR_DIGEST;
