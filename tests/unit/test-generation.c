@@ -16,11 +16,13 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <librsync.h>
@@ -411,17 +413,46 @@ struct fx {
     void (*between)(fx_t *f); /* called after the files are received, before the commit */
 };
 
-static void sh(const char *f, ...) __attribute__((format(printf, 1, 2)));
+extern char **environ;
 
-static void sh(const char *f, ...)
+/* Runs argv, no shell, in dir (NULL: here); returns its exit status, -1 when it did not run. */
+static int run_argv(const char *dir, const char *const argv[])
 {
-    char cmd[8192];
-    va_list ap;
-    va_start(ap, f);
-    vsnprintf(cmd, sizeof(cmd), f, ap);
-    va_end(ap);
-    if (system(cmd) != 0)
-        fail_msg("command failed: %s", cmd);
+    posix_spawn_file_actions_t fa;
+    pid_t pid;
+    int st, r;
+
+    posix_spawn_file_actions_init(&fa);
+    if (dir)
+        posix_spawn_file_actions_addchdir_np(&fa, dir);
+    r = posix_spawnp(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    if (r != 0)
+        return -1;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void run_must(const char *dir, const char *const argv[])
+{
+    if (run_argv(dir, argv) != 0)
+        fail_msg("%s %s failed (in %s)", argv[0], argv[1] ? argv[1] : "", dir ? dir : ".");
+}
+
+/* RUN(dir, "program", args...): runs it in dir (NULL: here); it must succeed. */
+#define RUN(dir, ...) run_must((dir), (const char *const[]){__VA_ARGS__, NULL})
+
+/* The shell's `echo TEXT > dir/rel` (mode "w") and `>>` (mode "a"); rel NULL: dir is the file. */
+static void text_at(const char *dir, const char *rel, const char *text, const char *mode)
+{
+    char p[PATH_MAX];
+    fmt(p, "%s%s%s", dir, rel ? "/" : "", rel ? rel : "");
+    FILE *o = fopen(p, mode);
+    assert_non_null(o);
+    fputs(text, o);
+    assert_int_equal(fclose(o), 0);
 }
 
 static void put(fx_t *f, const char *rel, const char *content, mode_t mode, time_t mtime)
@@ -513,7 +544,8 @@ static int teardown(void **state)
     fx_t *f = *state;
     gen_store_close(f->g);
     flist_free(&f->last);
-    sh("chmod -R u+rwX '%s' 2>/dev/null; rm -rf '%s'", f->dir, f->dir);
+    (void)run_argv(NULL, (const char *const[]){"chmod", "-R", "u+rwX", f->dir, NULL});
+    RUN(NULL, "rm", "-rf", f->dir);
     free(f);
     return 0;
 }
@@ -654,9 +686,8 @@ static void assert_staging_clean(fx_t *f, bool objects_too)
 
 static void make_tree(fx_t *f)
 {
-    sh("cd '%s' && mkdir -p wp-content/plugins/akismet wp-content/uploads/2024/01 empty "
-       "'dir with space' old/sub/deeper todir",
-       f->src);
+    RUN(f->src, "mkdir", "-p", "wp-content/plugins/akismet", "wp-content/uploads/2024/01", "empty",
+        "dir with space", "old/sub/deeper", "todir");
     put(f, "index.php", "<?php require 'wp-blog-header.php';\n", 0644, 1700000000);
     put(f, "wp-config.php", "<?php /* secrets */\n", 0600, 1700000001);
     put(f, "wp-cron.sh", "#!/bin/sh\necho cron\n", 0755, 1700000002);
@@ -669,16 +700,19 @@ static void make_tree(fx_t *f)
     put(f, "old/sub/deeper/x.txt", "x\n", 0644, 1700000009);
     put(f, "old/y.txt", "y\n", 0644, 1700000010);
     put_big(f, "wp-content/uploads/big.bin", 600 * 1024, 1);
-    sh("cd '%s' && ln wp-config.php hardlink-to-config && ln -s wp-content/plugins plugins-link "
-       "&& ln -s ../../index.php wp-content/plugins/up-link && mkdir -p fromdir && "
-       "echo f > fromdir/f && touch -h -d @1700000100 plugins-link && chmod 0555 empty",
-       f->src);
+    RUN(f->src, "ln", "wp-config.php", "hardlink-to-config");
+    RUN(f->src, "ln", "-s", "wp-content/plugins", "plugins-link");
+    RUN(f->src, "ln", "-s", "../../index.php", "wp-content/plugins/up-link");
+    RUN(f->src, "mkdir", "-p", "fromdir");
+    text_at(f->src, "fromdir/f", "f\n", "w");
+    RUN(f->src, "touch", "-h", "-d", "@1700000100", "plugins-link");
+    RUN(f->src, "chmod", "0555", "empty");
 }
 
 static void fix_dir_times(fx_t *f)
 {
     /* Directory mtimes move as entries change; pin them so the comparison is meaningful. */
-    sh("cd '%s' && find . -type d -exec touch -d @1700000200 {} +", f->src);
+    RUN(f->src, "find", ".", "-type", "d", "-exec", "touch", "-d", "@1700000200", "{}", "+");
 }
 
 /* ---- tests ---- */
@@ -713,11 +747,23 @@ static void test_first_and_incremental(void **state)
     /* Changes: content, deletion, a deleted subtree, a new directory, dir -> file, file ->
      * dir, a chmod only, an append to the big file (a delta). */
     put(f, "index.php", "<?php /* v2 */ require 'wp-blog-header.php';\n", 0644, 1700001000);
-    sh("cd '%s' && rm wp-cron.sh && rm -r old && mkdir -p newdir/inner && echo n > newdir/inner/n "
-       "&& rm -r todir && echo nowfile > todir && rm -r fromdir && mkdir fromdir && echo g > "
-       "fromdir/g && chmod 0640 wp-content/plugins/akismet/akismet.php && head -c 1024 "
-       "/dev/zero >> wp-content/uploads/big.bin",
-       f->src);
+    RUN(f->src, "rm", "wp-cron.sh");
+    RUN(f->src, "rm", "-r", "old");
+    RUN(f->src, "mkdir", "-p", "newdir/inner");
+    text_at(f->src, "newdir/inner/n", "n\n", "w");
+    RUN(f->src, "rm", "-r", "todir");
+    text_at(f->src, "todir", "nowfile\n", "w");
+    RUN(f->src, "rm", "-r", "fromdir");
+    RUN(f->src, "mkdir", "fromdir");
+    text_at(f->src, "fromdir/g", "g\n", "w");
+    RUN(f->src, "chmod", "0640", "wp-content/plugins/akismet/akismet.php");
+    static const char zeros[1025]; /* 1024 NUL bytes appended, as head -c 1024 /dev/zero */
+    char big[PATH_MAX];
+    fmt(big, "%s/wp-content/uploads/big.bin", f->src);
+    FILE *bf = fopen(big, "ab");
+    assert_non_null(bf);
+    assert_int_equal(fwrite(zeros, 1, 1024, bf), 1024);
+    assert_int_equal(fclose(bf), 0);
     fix_dir_times(f);
     agent_t a;
     r = sync_tree(f, false, false, 0, &gen, &a);
@@ -818,15 +864,17 @@ static void test_refusals(void **state)
     put(f, "index.php", "<?php\n", 0644, 1700000000);
     assert_int_equal(sync_tree(f, false, true, 0, &gen, NULL), 0);
 
-    sh("ln -s /etc '%s/abs-link'", f->src);
+    RUN(f->src, "ln", "-s", "/etc", "abs-link");
     expect_refused(f, "absolute symlink", "'abs-link'");
-    sh("rm '%s/abs-link' && mkdir -p '%s/a/b' && ln -s ../../../etc '%s/a/b/up'", f->src, f->src,
-       f->src);
+    RUN(f->src, "rm", "abs-link");
+    RUN(f->src, "mkdir", "-p", "a/b");
+    RUN(f->src, "ln", "-s", "../../../etc", "a/b/up");
     expect_refused(f, "climbing symlink", "'a/b/up'");
-    sh("rm '%s/a/b/up' && ln -s self '%s/a/self' && ln -s self/self/../../.. '%s/a/b/tricky'",
-       f->src, f->src, f->src);
+    RUN(f->src, "rm", "a/b/up");
+    RUN(f->src, "ln", "-s", "self", "a/self");
+    RUN(f->src, "ln", "-s", "self/self/../../..", "a/b/tricky");
     expect_refused(f, "'..' after a name", "'a/b/tricky'");
-    sh("rm -r '%s/a'", f->src);
+    RUN(f->src, "rm", "-r", "a");
     put_big(f, "huge.bin", 2u << 20, 3);
     f->opts.max_file_size = 1u << 20;
     open_store(f, NULL);
@@ -842,7 +890,7 @@ static void test_refusals(void **state)
     struct stat st;
     assert_int_equal(lstat(p, &st), -1);
     /* And a normal sync still works afterwards. */
-    sh("rm '%s/huge.bin'", f->src);
+    RUN(f->src, "rm", "huge.bin");
     assert_true(sync_tree(f, false, true, 0, &gen, NULL) >= 0);
 }
 
@@ -994,7 +1042,7 @@ static void test_hostile(void **state)
     put(f, "index.php", "<?php\n", 0644, 1700000000);
     put(f, "x", "0123456789", 0644, 1700000000);
     assert_int_equal(sync_tree(f, false, true, 0, &gen, NULL), 0);
-    sh("ln -s . '%s/a'", f->src);
+    RUN(f->src, "ln", "-s", ".", "a");
 
     /* Writing through an in-tree symlink: "a" -> "." then "a/x". */
     fent_t through[] = {
@@ -1067,7 +1115,8 @@ static void test_recovery(void **state)
 
     /* Crash after the staged tree became generations/2, before the flip: undone. */
     fmt(p, "%s/generations/2/root", f->data);
-    sh("mkdir -p '%s' && touch '%s/../manifest'", p, p);
+    RUN(NULL, "mkdir", "-p", p);
+    RUN(p, "touch", "../manifest");
     fmt(p, "%s/journal", f->data);
     write_file(p, "switch 2 1\n");
     open_store(f, NULL);
@@ -1079,7 +1128,9 @@ static void test_recovery(void **state)
 
     /* Crash after the flip, before the journal was removed (no database): finished. */
     fmt(t, "%s/generations/2/root", f->data);
-    sh("mkdir -p '%s' && touch '%s/../manifest' && ln -sfn '%s' '%s'", t, t, t, f->docroot);
+    RUN(NULL, "mkdir", "-p", t);
+    RUN(t, "touch", "../manifest");
+    RUN(NULL, "ln", "-sfn", t, f->docroot);
     write_file(p, "switch 2 1\n");
     open_store(f, NULL);
     assert_int_equal(gen_store_live(f->g), 2);
@@ -1088,7 +1139,8 @@ static void test_recovery(void **state)
     /* With a database: its answer decides. Live -> flip forward to 3. */
     gen_hooks_t hooks = {.db_is_live = db_is_live};
     fmt(t, "%s/generations/3/root", f->data);
-    sh("mkdir -p '%s' && touch '%s/../manifest'", t, t);
+    RUN(NULL, "mkdir", "-p", t);
+    RUN(t, "touch", "../manifest");
     write_file(p, "switch 3 2\n");
     fake_db_live = 1;
     open_store(f, &hooks);
@@ -1096,7 +1148,9 @@ static void test_recovery(void **state)
     assert_int_equal(docroot_gen(f), 3);
     /* Not live -> back to 2 even though the docroot points at 4. */
     fmt(t, "%s/generations/4/root", f->data);
-    sh("mkdir -p '%s' && touch '%s/../manifest' && ln -sfn '%s' '%s'", t, t, t, f->docroot);
+    RUN(NULL, "mkdir", "-p", t);
+    RUN(t, "touch", "../manifest");
+    RUN(NULL, "ln", "-sfn", t, f->docroot);
     write_file(p, "switch 4 3\n");
     fake_db_live = 0;
     open_store(f, &hooks);
@@ -1108,7 +1162,8 @@ static void test_recovery(void **state)
     /* A docroot that is a real directory is refused, not replaced. */
     gen_store_close(f->g);
     f->g = NULL;
-    sh("rm '%s' && mkdir '%s'", f->docroot, f->docroot);
+    RUN(NULL, "rm", f->docroot);
+    RUN(NULL, "mkdir", f->docroot);
     assert_int_equal(gen_store_open(&f->opts, NULL, &f->g, f->err, sizeof(f->err)), ERR_CONFIG);
 }
 
@@ -1158,11 +1213,18 @@ static void prepared(void **state)
     first_prepared(f, &gen);
 
     put(f, "index.php", "<?php /* v2 */\n", 0644, 1700001000);
-    sh("cd '%s' && rm wp-cron.sh && rm -r old && mkdir -p newdir/inner && echo n > newdir/inner/n "
-       "&& rm -r todir && echo nowfile > todir && rm -r fromdir && echo g > fromdir && chmod 0640 "
-       "wp-content/plugins/akismet/akismet.php && rm plugins-link && ln -s wp-content "
-       "plugins-link && chmod 0700 empty",
-       f->src);
+    RUN(f->src, "rm", "wp-cron.sh");
+    RUN(f->src, "rm", "-r", "old");
+    RUN(f->src, "mkdir", "-p", "newdir/inner");
+    text_at(f->src, "newdir/inner/n", "n\n", "w");
+    RUN(f->src, "rm", "-r", "todir");
+    text_at(f->src, "todir", "nowfile\n", "w");
+    RUN(f->src, "rm", "-r", "fromdir");
+    text_at(f->src, "fromdir", "g\n", "w");
+    RUN(f->src, "chmod", "0640", "wp-content/plugins/akismet/akismet.php");
+    RUN(f->src, "rm", "plugins-link");
+    RUN(f->src, "ln", "-s", "wp-content", "plugins-link");
+    RUN(f->src, "chmod", "0700", "empty");
     fix_dir_times(f);
     int r = sync_tree(f, false, true, 0, &gen, NULL);
     if (r < 0)
@@ -1201,7 +1263,7 @@ static void prepared(void **state)
     /* A file the backup changed in place is in the prepared tree too (a hard link): the sync
      * notices and refuses, as one building the tree whole does. */
     fmt(p, "%s/generations/3/root/wp-content/uploads/2024/01/same-a.txt", f->data);
-    sh("echo 'local edit' >> '%s'", p);
+    text_at(p, NULL, "local edit\n", "a");
     put(f, "index.php", "<?php /* v3 */\n", 0644, 1700002000);
     fix_dir_times(f);
     r = sync_tree(f, false, true, 0, &gen, NULL);
@@ -1242,7 +1304,7 @@ static void test_prepared_stale(void **state)
     assert_int_equal(gen_rollback(f->g, 1, f->err, sizeof(f->err)), 0);
     /* Changes listed against generation 2 while 1 is live: were the tree of 2 patched,
      * extra.txt (not in 1's manifest, so never dropped) would stay. */
-    sh("rm '%s/extra.txt'", f->src);
+    RUN(f->src, "rm", "extra.txt");
     put(f, "index.php", "<?php /* v2 */\n", 0644, 1700001000);
     int r = sync_tree(f, false, true, 0, &gen, NULL);
     if (r < 0)
@@ -1264,7 +1326,8 @@ static void test_prepared_crash(void **state)
 
     /* Cut off: base never written; a file missing and one that is not in the manifest. */
     fmt(p, "%s/staging/next", f->data);
-    sh("cd '%s' && rm base root/index.php && echo stray > root/stray.txt", p);
+    RUN(p, "rm", "base", "root/index.php");
+    text_at(p, "root/stray.txt", "stray\n", "w");
     open_store(f, NULL); /* a restart: the store prepares again only when asked */
     assert_int_equal(prepared_base(f), 0);
     put(f, "index.php", "<?php /* v2 */\n", 0644, 1700001000);
@@ -1276,8 +1339,10 @@ static void test_prepared_crash(void **state)
 
     /* A crash mid-patch leaves staging/gen (the prepared tree) and no staging/next. */
     fmt(p, "%s/staging", f->data);
-    sh("cd '%s' && rm next/base && rm -rf gen && mv next gen && echo stray > gen/root/stray.txt",
-       p);
+    RUN(p, "rm", "next/base");
+    RUN(p, "rm", "-rf", "gen");
+    RUN(p, "mv", "next", "gen");
+    text_at(p, "gen/root/stray.txt", "stray\n", "w");
     open_store(f, NULL);
     stage_prepare_next(f->g); /* as the controller does when it starts */
     assert_int_equal(prepared_base(f), 2);
