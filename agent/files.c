@@ -222,6 +222,7 @@ typedef struct walker {
     scan_pool_t *pool;
     mf_reader_t *old; /* NULL when there is none or it turned out corrupt */
     mf_entry_t oe;    /* the old manifest's current entry when old_valid */
+    size_t oe_len;    /* strlen(oe.path) */
     bool old_valid;
     bool old_seen;    /* an entry was written at oe's path */
     int64_t racy_sec; /* INT64_MIN when there is no saved manifest */
@@ -287,9 +288,10 @@ static void spool_change(walker_t *w, mf_writer_t **spool, const mf_entry_t *e)
         spools_drop(w);
 }
 
-/* Advances the old manifest to path; returns it when it holds an entry there. A corrupt
- * manifest is dropped: everything after is hashed and the controller gets a full listing. */
-static const mf_entry_t *old_find(walker_t *w, const char *path)
+/* Advances the old manifest to the walk's path; returns it when it holds an entry there. A
+ * corrupt manifest is dropped: everything after is hashed and the controller gets a full
+ * listing. */
+static const mf_entry_t *old_find(walker_t *w)
 {
     while (w->old) {
         if (!w->old_valid) {
@@ -307,8 +309,9 @@ static const mf_entry_t *old_find(walker_t *w, const char *path)
                 return NULL;
             }
             w->old_valid = true;
+            w->oe_len = strlen(w->oe.path);
         }
-        int c = mf_path_cmp(w->oe.path, path);
+        int c = mf_path_cmp_n(w->oe.path, w->oe_len, w->path, w->plen);
         if (c > 0)
             return NULL;
         if (c == 0)
@@ -1434,7 +1437,7 @@ static int visit(walker_t *w, scan_dir_t *dir, scan_ent_t *ent)
     if (excl_match(w->ex, w->path, e.kind == MF_DIRECTORY))
         return 0;
     entry_from_stat(&e, st);
-    const mf_entry_t *old = old_find(w, w->path);
+    const mf_entry_t *old = old_find(w);
 
     switch (e.kind) {
     case MF_DIRECTORY: {

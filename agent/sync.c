@@ -12,7 +12,8 @@
  * error, as when it ran first.
  *
  * Output: nothing but errors when stderr is not a terminal (cron mails whatever is printed);
- * a progress bar and a summary on a terminal or with --verbose. One line on stderr on failure,
+ * a progress bar and a summary on a terminal or with --verbose, with the run's CPU time and peak
+ * memory. One line on stderr on failure,
  * and the exit code of common/err.h.
  */
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -414,6 +416,19 @@ static int default_state_dir(const char *config_path, char *out, size_t size)
     return n < 0 || (size_t)n >= size ? UV_ENAMETOOLONG : 0;
 }
 
+/* What this run cost the host, for an admin sizing it against a shared host's limits (CPU
+ * seconds, memory) and for the benchmarks, which take it from here rather than from a wrapper
+ * process in the timed run: getrusage, all threads, as time(1) reports it. */
+static void print_resources(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return;
+    fprintf(stderr, "resources: %ld.%03ld s user, %ld.%03ld s system CPU; peak memory %ld KiB\n",
+            (long)ru.ru_utime.tv_sec, (long)ru.ru_utime.tv_usec / 1000, (long)ru.ru_stime.tv_sec,
+            (long)ru.ru_stime.tv_usec / 1000, ru.ru_maxrss);
+}
+
 static void sync_usage(FILE *f)
 {
     fprintf(f, "usage: understudy-agent sync --config FILE [--dry-run] [--no-database] "
@@ -421,7 +436,8 @@ static void sync_usage(FILE *f)
                "Sends what changed in the site's files and database to the controller, which\n"
                "switches the backup to the new generation atomically. Quiet unless something\n"
                "fails (for cron); a progress bar on a terminal. --dry-run lists what would be\n"
-               "sent and changes nothing.\n");
+               "sent and changes nothing. --verbose prints, as on a terminal, a summary: what\n"
+               "was sent, the bytes on the wire, the run's CPU time and peak memory.\n");
 }
 
 int cmd_sync(int argc, char **argv)
@@ -554,6 +570,8 @@ int cmd_sync(int argc, char **argv)
                 (unsigned long long)(sr.fst.bytes_content + sr.fst.bytes_delta),
                 (unsigned long long)sr.dst.tables_sent, (unsigned long long)sr.dst.rows_sent,
                 (unsigned long long)sr.wire_out, (unsigned long long)sr.wire_in);
+    if (verbose || isatty(STDERR_FILENO))
+        print_resources();
 out:
     files_scan_free(sr.scan);
     wpconfig_clear(&sr.wp);

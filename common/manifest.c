@@ -3,7 +3,7 @@
  * File format: the line "understudy-manifest 1\n", then one record per entry, little-endian:
  *   u32 path_len, path, u8 kind, u32 mode, i64 mtime_ns, u64 size, 32-byte hash,
  *   u32 link_len, link, u64 dev, u64 ino, i64 ctime_ns
- * Records are read through a 64 KiB stdio buffer: memory does not depend on the number of
+ * Records are parsed from a 64 KiB read buffer: memory does not depend on the number of
  * entries.
  */
 #include "manifest.h"
@@ -33,6 +33,32 @@ int mf_path_cmp(const char *a, const char *b)
     /* '/' ranks below every other byte (but above the end of the string). */
     int cx = *x == '/' ? 1 : *x == 0 ? 0 : *x + 1;
     int cy = *y == '/' ? 1 : *y == 0 ? 0 : *y + 1;
+    return cx - cy;
+}
+
+/* mf_path_cmp for paths of known length (no NUL inside): a word at a time to the first
+ * difference, which is where walk order and bytewise order can part ('/'). */
+int mf_path_cmp_n(const char *a, size_t la, const char *b, size_t lb)
+{
+    size_t n = la < lb ? la : lb, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a + i, 8);
+        memcpy(&y, b + i, 8);
+        if (x != y) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            i += (size_t)__builtin_ctzll(x ^ y) / 8;
+#else
+            i += (size_t)__builtin_clzll(x ^ y) / 8;
+#endif
+            break;
+        }
+    }
+    while (i < n && a[i] == b[i])
+        i++;
+    unsigned char x = i < la ? (unsigned char)a[i] : 0, y = i < lb ? (unsigned char)b[i] : 0;
+    int cx = x == '/' ? 1 : x == 0 ? 0 : x + 1;
+    int cy = y == '/' ? 1 : y == 0 ? 0 : y + 1;
     return cx - cy;
 }
 
@@ -307,25 +333,58 @@ void mf_writer_abort(mf_writer_t *w)
 
 /* ---- reader ---- */
 
+/* Records are parsed in place from a buffer filled by read(2), MF_READ_BUF at a time: no stdio
+ * call per field, and memory does not depend on the number of entries. A record is at most
+ * MF_RECORD_MAX bytes, so one always fits. */
+#define MF_RECORD_MAX (4 + MF_PATH_MAX + MF_FIXED + 4 + MF_PATH_MAX + 24)
+_Static_assert(MF_READ_BUF >= 2 * MF_RECORD_MAX, "a record fits in the read buffer");
+
 struct mf_reader {
-    FILE *f;
-    char *fbuf; /* f's buffer */
-    char *path, *link, *last;
-    size_t path_cap, link_cap, last_cap;
-    bool have_last; /* last holds the previous entry's path */
+    int fd;       /* -1: a missing file, read as empty */
+    uint8_t *buf; /* MF_READ_BUF bytes; [pos, end) not parsed yet */
+    size_t pos, end;
+    bool eof;          /* read(2) returned 0 */
+    char *path, *last; /* this entry's path and the previous one's (order check) */
+    size_t path_len, last_len;
+    char *link; /* this entry's link target */
+    bool have_last;
 };
+
+/* Makes n bytes available at buf + pos; returns 1, 0 at the end of the file with no byte
+ * left, ERR_PROTOCOL when it ends inside them, or a read error. */
+static int fill(mf_reader_t *r, size_t n)
+{
+    while (r->end - r->pos < n) {
+        if (r->eof)
+            return r->end == r->pos ? 0 : ERR_PROTOCOL;
+        if (r->pos > 0) {
+            memmove(r->buf, r->buf + r->pos, r->end - r->pos);
+            r->end -= r->pos;
+            r->pos = 0;
+        }
+        ssize_t k = read(r->fd, r->buf + r->end, MF_READ_BUF - r->end);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (k == 0)
+            r->eof = true;
+        r->end += (size_t)k;
+    }
+    return 1;
+}
 
 int mf_reader_open(const char *path, mf_reader_t **ret, bool *ret_missing)
 {
     mf_reader_t *r = calloc(1, sizeof(*r));
-    char magic[sizeof(MF_MAGIC)];
 
     if (!r)
         return UV_ENOMEM;
     if (ret_missing)
         *ret_missing = false;
-    r->f = fopen(path, "re");
-    if (!r->f) {
+    r->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (r->fd < 0) {
         int e = -errno;
         if (e != UV_ENOENT) {
             free(r);
@@ -336,71 +395,57 @@ int mf_reader_open(const char *path, mf_reader_t **ret, bool *ret_missing)
         *ret = r; /* empty */
         return 0;
     }
-    /* A 64 KiB buffer (stdio's default is the 4 KiB block size): a whole manifest is read
-     * in a sixteenth of the system calls, in memory still under malloc's mmap threshold.
-     * glibc ignores the size unless given the buffer. */
-    if ((r->fbuf = malloc(MF_READ_BUF)))
-        setvbuf(r->f, r->fbuf, _IOFBF, MF_READ_BUF);
-    if (fread_unlocked(magic, 1, strlen(MF_MAGIC), r->f) != strlen(MF_MAGIC) ||
-        memcmp(magic, MF_MAGIC, strlen(MF_MAGIC)) != 0) {
+    if (!(r->buf = malloc(MF_READ_BUF)) || !(r->path = malloc(MF_PATH_MAX)) ||
+        !(r->last = malloc(MF_PATH_MAX)) || !(r->link = malloc(MF_PATH_MAX))) {
         mf_reader_close(r);
-        return ERR_PROTOCOL;
+        return UV_ENOMEM;
     }
+    size_t ml = strlen(MF_MAGIC);
+    int rc = fill(r, ml);
+    if (rc <= 0 || memcmp(r->buf, MF_MAGIC, ml) != 0) {
+        mf_reader_close(r);
+        return rc < 0 && rc != ERR_PROTOCOL ? rc : ERR_PROTOCOL;
+    }
+    r->pos = ml;
     *ret = r;
-    return 0;
-}
-
-static int read_string(FILE *f, char **buf, size_t *cap, size_t len)
-{
-    if (len >= MF_PATH_MAX)
-        return ERR_PROTOCOL;
-    if (*cap < len + 1) {
-        char *p = realloc(*buf, len + 1);
-        if (!p)
-            return UV_ENOMEM;
-        *buf = p;
-        *cap = len + 1;
-    }
-    if (len && fread_unlocked(*buf, 1, len, f) != len)
-        return ERR_PROTOCOL;
-    (*buf)[len] = '\0';
     return 0;
 }
 
 int mf_reader_next(mf_reader_t *r, mf_entry_t *e)
 {
-    uint8_t head[4], fixed[MF_FIXED], tail[24];
-    int rc;
+    if (r->fd < 0)
+        return 0;
+    int rc = fill(r, 4);
+    if (rc <= 0)
+        return rc;
+    size_t len = get_u32(r->buf + r->pos);
+    if (len == 0 || len >= MF_PATH_MAX)
+        return ERR_PROTOCOL;
+    if ((rc = fill(r, 4 + len + MF_FIXED + 4)) <= 0)
+        return rc < 0 ? rc : ERR_PROTOCOL;
+    const uint8_t *p = r->buf + r->pos + 4;
+    size_t link_len = get_u32(p + len + MF_FIXED);
+    if (link_len >= MF_PATH_MAX)
+        return ERR_PROTOCOL;
+    size_t rec = 4 + len + MF_FIXED + 4 + link_len + 24;
+    if ((rc = fill(r, rec)) <= 0)
+        return rc < 0 ? rc : ERR_PROTOCOL;
+    p = r->buf + r->pos + 4; /* fill may have moved the bytes */
 
-    if (!r->f)
-        return 0;
-    size_t n = fread_unlocked(head, 1, 4, r->f);
-    if (n == 0 && feof(r->f))
-        return 0;
-    if (n != 4)
-        return ERR_PROTOCOL;
     /* The previous path stays for the order check: the two buffers swap. */
-    if (r->path) {
-        char *p = r->last;
-        size_t cap = r->last_cap;
-        r->last = r->path;
-        r->last_cap = r->path_cap;
-        r->path = p;
-        r->path_cap = cap;
-        r->have_last = true;
-    }
-    rc = read_string(r->f, &r->path, &r->path_cap, get_u32(head));
-    if (rc < 0)
-        return rc;
-    if (!r->path[0] || (r->have_last && mf_path_cmp(r->last, r->path) >= 0))
+    char *t = r->last;
+    r->last = r->path;
+    r->last_len = r->path_len;
+    r->path = t;
+    memcpy(r->path, p, len);
+    r->path[len] = '\0';
+    r->path_len = len;
+    if (memchr(r->path, '\0', len) ||
+        (r->have_last && mf_path_cmp_n(r->last, r->last_len, r->path, len) >= 0))
         return ERR_PROTOCOL;
-    if (fread_unlocked(fixed, sizeof(fixed), 1, r->f) != 1 || fread_unlocked(head, 4, 1, r->f) != 1)
-        return ERR_PROTOCOL;
-    rc = read_string(r->f, &r->link, &r->link_cap, get_u32(head));
-    if (rc < 0)
-        return rc;
-    if (fread_unlocked(tail, sizeof(tail), 1, r->f) != 1)
-        return ERR_PROTOCOL;
+    r->have_last = true;
+
+    const uint8_t *fixed = p + len, *tail = fixed + MF_FIXED + 4 + link_len;
     memset(e, 0, sizeof(*e));
     e->path = r->path;
     e->kind = (mf_kind_t)fixed[0];
@@ -410,10 +455,15 @@ int mf_reader_next(mf_reader_t *r, mf_entry_t *e)
     e->mtime_ns = (int64_t)get_u64(fixed + 5);
     e->size = get_u64(fixed + 13);
     memcpy(e->hash, fixed + 21, MF_HASH_LEN);
-    e->link_target = e->kind == MF_SYMLINK ? r->link : NULL;
+    if (e->kind == MF_SYMLINK) {
+        memcpy(r->link, fixed + MF_FIXED + 4, link_len);
+        r->link[link_len] = '\0';
+        e->link_target = r->link;
+    }
     e->dev = get_u64(tail);
     e->ino = get_u64(tail + 8);
     e->ctime_ns = (int64_t)get_u64(tail + 16);
+    r->pos += rec;
     return 1;
 }
 
@@ -421,9 +471,9 @@ void mf_reader_close(mf_reader_t *r)
 {
     if (!r)
         return;
-    if (r->f)
-        fclose(r->f);
-    free(r->fbuf);
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r->buf);
     free(r->path);
     free(r->link);
     free(r->last);

@@ -39,6 +39,8 @@ typedef struct mf_entry {
 
 /* Compares two paths in walk order; returns <0, 0, >0. */
 int mf_path_cmp(const char *a, const char *b);
+/* The same for paths of known length without NUL bytes (faster on long common prefixes). */
+int mf_path_cmp_n(const char *a, size_t la, const char *b, size_t lb);
 
 /* Incremental tree digest. */
 typedef struct mf_digest {

@@ -36,7 +36,6 @@ done
 ensure_packages "$UNDERSTUDY_SOURCE/tests/bench/packages.txt" || die "cannot install the bench packages"
 [[ -x $UNDERSTUDY_AGENT ]] || die "build first: meson setup build && ninja -C build"
 shipped_agent
-TIME=/usr/bin/time
 
 make_tmpdir B
 export B
@@ -46,7 +45,11 @@ export B
 make_scaled_n() { make_scaled "$1" "$FILES_B"; }
 
 # --- one run of each method ----------------------------------------------------------------------
-# Each prints "SECONDS BYTES RSS_KIB" for the run.
+# Each prints "SECONDS BYTES RSS_KIB" for the run. The clock is bash's EPOCHREALTIME read around
+# the command alone: no process of the measurement's own runs inside the timed span (two
+# date(1)s and a time(1) cost 3 ms here, as much as a twentieth of a no-change run), so the
+# agent's peak RSS comes from its own --verbose report (getrusage, as time(1) takes it). The
+# ${EPOCHREALTIME/,/.} is for locales whose decimal separator is a comma (bc wants a point).
 # Each run starts once the controller syncing again (pair 0's) is idle and nothing is dirty in
 # the page cache (settle, tests/bench/lib.sh).
 SETTLE_PIDS=()
@@ -54,10 +57,10 @@ run_rsync() { # run_rsync SRC DEST
     local t0 t1 out
     mkdir -p "$2"
     settle "${SETTLE_PIDS[@]}"
-    t0=$(date +%s.%N)
+    t0=${EPOCHREALTIME/,/.}
     out=$(rsync -rlptD --chown=www-data:www-data --stats -e "$SSH" "root@127.0.0.1:$1/" "$2/" 2>&1) ||
         die "rsync failed: $out"
-    t1=$(date +%s.%N)
+    t1=${EPOCHREALTIME/,/.}
     local sent recv
     sent=$(sed -n 's/^Total bytes sent: \([0-9,]*\).*/\1/p' <<<"$out" | tr -d ,)
     recv=$(sed -n 's/^Total bytes received: \([0-9,]*\).*/\1/p' <<<"$out" | tr -d ,)
@@ -76,11 +79,12 @@ setup_understudy() { # setup_understudy NAME SRC: a pair whose agent syncs SRC
 run_understudy() { # run_understudy NAME
     local dir=$B/$1 t0 t1 out rss wire_out wire_in
     settle "${SETTLE_PIDS[@]}"
-    t0=$(date +%s.%N)
-    out=$($TIME -f 'rss %M' "$UNDERSTUDY_AGENT" sync --no-database --verbose \
-        --config "$dir/primary/agent.conf" 2>&1) || die "understudy sync failed: $out"
-    t1=$(date +%s.%N)
-    rss=$(sed -n 's/^rss //p' <<<"$out")
+    t0=${EPOCHREALTIME/,/.}
+    out=$("$UNDERSTUDY_AGENT" sync --no-database --verbose --config "$dir/primary/agent.conf" 2>&1) ||
+        die "understudy sync failed: $out"
+    t1=${EPOCHREALTIME/,/.}
+    rss=$(sed -n 's/^resources: .*peak memory \([0-9]*\) KiB$/\1/p' <<<"$out")
+    [[ -n $rss ]] || die "the agent reported no peak memory: $out"
     wire_out=$(sed -n 's/.*on the wire: \([0-9]*\) bytes sent, \([0-9]*\) received.*/\1/p' <<<"$out")
     wire_in=$(sed -n 's/.*on the wire: \([0-9]*\) bytes sent, \([0-9]*\) received.*/\2/p' <<<"$out")
     printf '%s %s %s\n' "$(echo "$t1 - $t0" | bc)" "$((wire_out + wire_in))" "$rss"

@@ -144,6 +144,9 @@ check "unchanged sync: answered at SyncBegin" \
     grep -q "sync: the agent's tree is live generation 2, unchanged" "$LOG"
 check "unchanged sync: under 2 KB on the wire ($((SENT + RECEIVED)) bytes)" \
     test $((SENT + RECEIVED)) -le 2048
+# --verbose also reports what the run cost (what the benchmarks read for the agent's RSS).
+check "unchanged sync: reports its CPU time and peak memory" \
+    grep -Eq '^resources: [0-9]+\.[0-9]{3} s user, [0-9]+\.[0-9]{3} s system CPU; peak memory [1-9][0-9]* KiB$' "$OUT"
 
 # --- rollback -----------------------------------------------------------------------------------
 out=$("$UNDERSTUDY_CONTROLLER" rollback --config "$CONTROLLER_CONF" 2>&1)

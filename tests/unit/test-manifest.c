@@ -24,6 +24,33 @@ static void test_walk_order(void **state)
     assert_true(mf_path_cmp("\xc3\xa9", "z") > 0); /* bytes, unsigned */
 }
 
+/* mf_path_cmp_n (a word at a time) orders every pair as mf_path_cmp does: random paths over a
+ * small alphabet with '/', '.', '-' and a high byte, long shared prefixes, lengths around 8. */
+static void test_walk_order_n(void **state)
+{
+    static const char abc[] = "ab/.-\xe9";
+    char a[64], b[64];
+    unsigned seed = 12345;
+    for (int i = 0; i < 200000; i++) {
+        size_t la = 1 + (seed = seed * 1103515245 + 12345) % 40, lb;
+        for (size_t k = 0; k < la; k++)
+            a[k] = abc[((seed = seed * 1103515245 + 12345) >> 16) % 6];
+        /* b: a's first bytes, then its own */
+        size_t keep = (seed = seed * 1103515245 + 12345) >> 8 & 63;
+        keep = keep > la ? la : keep;
+        lb = keep + ((seed = seed * 1103515245 + 12345) >> 8) % 6;
+        memcpy(b, a, keep);
+        for (size_t k = keep; k < lb; k++)
+            b[k] = abc[((seed = seed * 1103515245 + 12345) >> 16) % 6];
+        if (lb == 0)
+            b[lb++] = 'a';
+        a[la] = b[lb] = '\0';
+        int want = mf_path_cmp(a, b), got = mf_path_cmp_n(a, la, b, lb);
+        if ((want > 0) != (got > 0) || (want < 0) != (got < 0))
+            fail_msg("'%s' vs '%s': mf_path_cmp %d, mf_path_cmp_n %d", a, b, want, got);
+    }
+}
+
 static mf_entry_t entry(const char *path, mf_kind_t kind, const char *target)
 {
     mf_entry_t e;
@@ -166,6 +193,53 @@ static void test_big_manifest_digest(void **state)
     mf_digest_final(&d, digest2);
     assert_int_equal(count, 3000);
     assert_memory_equal(digest, digest2, MF_HASH_LEN);
+
+    /* Read back: records of up to 8 KiB straddle the reader's buffer many times over. */
+    mf_reader_t *r;
+    mf_entry_t e;
+    assert_int_equal(mf_reader_open(path, &r, NULL), 0);
+    for (int i = 0; i < 3000; i++) {
+        size_t len = i % 7 == 0 ? MF_PATH_MAX - 1 : 20 + (size_t)i % 300;
+        char want[16];
+        snprintf(want, sizeof(want), "f%06d", i);
+        assert_int_equal(mf_reader_next(r, &e), 1);
+        assert_int_equal(strlen(e.path), len);
+        assert_memory_equal(e.path, want, 7);
+        assert_int_equal(e.kind, i % 5 ? MF_REGULAR : MF_SYMLINK);
+        if (i % 5)
+            assert_null(e.link_target);
+        else
+            assert_string_equal(e.link_target, "target");
+        assert_int_equal(e.ino, 42);
+        assert_int_equal(e.mtime_ns, 1700000000123456789LL);
+    }
+    assert_int_equal(mf_reader_next(r, &e), 0);
+    mf_reader_close(r);
+
+    /* Cut anywhere inside the last record (404 bytes: a 319-byte path, no link): an error,
+     * never a short entry. */
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    rewind(f);
+    char *all = malloc((size_t)size);
+    assert_non_null(all);
+    assert_int_equal(fread(all, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    for (long cut = 1; cut < 404; cut += 37) {
+        f = fopen(path, "w");
+        assert_int_equal(fwrite(all, 1, (size_t)(size - cut), f), (size_t)(size - cut));
+        fclose(f);
+        assert_int_equal(mf_reader_open(path, &r, NULL), 0);
+        int rc, n = 0;
+        while ((rc = mf_reader_next(r, &e)) == 1)
+            n++;
+        assert_int_equal(rc, ERR_PROTOCOL);
+        assert_int_equal(n, 2999);
+        mf_reader_close(r);
+    }
+    free(all);
     unlink(path);
 }
 
@@ -186,8 +260,11 @@ static void test_link_escapes(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_walk_order),     cmocka_unit_test(test_round_trip_and_digest),
-        cmocka_unit_test(test_order_enforced), cmocka_unit_test(test_big_manifest_digest),
+        cmocka_unit_test(test_walk_order),
+        cmocka_unit_test(test_walk_order_n),
+        cmocka_unit_test(test_round_trip_and_digest),
+        cmocka_unit_test(test_order_enforced),
+        cmocka_unit_test(test_big_manifest_digest),
         cmocka_unit_test(test_link_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
