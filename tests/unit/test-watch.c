@@ -10,7 +10,10 @@
 
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,16 +29,71 @@
 
 static char dir[64], logpath[128];
 
-static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void sh(const char *fmt, ...)
+/* The fixtures are made and checked with system calls, not a shell. */
+static void mkdirs(const char *path)
 {
-    char cmd[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    assert_int_equal(system(cmd), 0);
+    char p[512];
+    assert_true(strlen(path) < sizeof(p));
+    strcpy(p, path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        assert_true(mkdir(p, 0755) == 0 || errno == EEXIST);
+        *s = '/';
+    }
+    assert_true(mkdir(p, 0755) == 0 || errno == EEXIST);
+}
+
+static void put(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Whether a line of the file at path is line (whole) or, with prefix, starts with it. */
+static bool has_line(const char *path, const char *line, bool prefix)
+{
+    char buf[1024];
+    bool found = false;
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (!found && fgets(buf, sizeof(buf), f)) {
+        buf[strcspn(buf, "\n")] = '\0';
+        found = prefix ? strncmp(buf, line, strlen(line)) == 0 : strcmp(buf, line) == 0;
+    }
+    fclose(f);
+    return found;
+}
+
+/* Whether one of the queued alerts (the .alert files in data/alerts) has a line starting with
+ * prefix. */
+static bool alert_has(const char *prefix)
+{
+    char d[256], p[512];
+    bool found = false;
+    snprintf(d, sizeof(d), "%s/data/alerts", dir);
+    DIR *dh = opendir(d);
+    assert_non_null(dh);
+    for (struct dirent *e; !found && (e = readdir(dh));) {
+        size_t n = strlen(e->d_name);
+        if (n <= 6 || strcmp(e->d_name + n - 6, ".alert") != 0)
+            continue;
+        snprintf(p, sizeof(p), "%s/%s", d, e->d_name);
+        found = has_line(p, prefix, true);
+    }
+    closedir(dh);
+    return found;
+}
+
+static void check_history(const char *line)
+{
+    char p[256];
+    snprintf(p, sizeof(p), "%s/data/alerts/history", dir);
+    if (!has_line(p, line, false))
+        fail_msg("%s has no line '%s'", p, line);
 }
 
 static void add_entry(mf_writer_t *mw, const char *root, const char *rel)
@@ -54,13 +112,19 @@ static void add_entry(mf_writer_t *mw, const char *root, const char *rel)
 
 static int setup(void **state)
 {
-    char root[256], manifest[256];
+    char root[256], manifest[256], p[512];
     snprintf(dir, sizeof(dir), "/tmp/test-watch-XXXXXX");
     assert_non_null(mkdtemp(dir));
     snprintf(root, sizeof(root), "%s/data/generations/1/root", dir);
     snprintf(manifest, sizeof(manifest), "%s/data/generations/1/manifest", dir);
-    sh("mkdir -p %s/wp-content/uploads %s/www && echo '<?php' > %s/index.php", root, dir, root);
-    sh("ln -s %s %s/www/site", root, dir);
+    snprintf(p, sizeof(p), "%s/wp-content/uploads", root);
+    mkdirs(p);
+    snprintf(p, sizeof(p), "%s/www", dir);
+    mkdirs(p);
+    snprintf(p, sizeof(p), "%s/index.php", root);
+    put(p, "<?php\n");
+    snprintf(p, sizeof(p), "%s/www/site", dir);
+    assert_int_equal(symlink(root, p), 0);
     mf_writer_t *mw;
     assert_int_equal(mf_writer_open(manifest, &mw), 0);
     add_entry(mw, root, "index.php");
@@ -70,7 +134,7 @@ static int setup(void **state)
     uint64_t n;
     assert_int_equal(mf_writer_commit(mw, d, &n), 0);
     snprintf(logpath, sizeof(logpath), "%s/access.log", dir);
-    sh("touch %s", logpath);
+    put(logpath, "");
     return 0;
 }
 
@@ -173,7 +237,7 @@ static void t_access_log(void **state)
     assert_non_null(strstr(info.evidence[0], "POST /wp-comments-post.php 302 from 203.0.113.9"));
     /* The trip queued an alert for the webhook (it cannot be delivered to port 1). */
     run_until(&loop, w, GUARD_SIGNAL_MANUAL, 300);
-    sh("grep -q '^kind tripped' %s/data/alerts/*.alert", dir);
+    assert_true(alert_has("kind tripped"));
     stop(&loop, w, cfg);
 }
 
@@ -184,8 +248,10 @@ static void t_files(void **state)
     char err[512] = "";
     cfg_t *cfg = config();
     guard_info_t info;
+    char p[256];
 
-    sh("echo x > %s/www/site/wp-content/uploads/cat.jpg", dir);
+    snprintf(p, sizeof(p), "%s/www/site/wp-content/uploads/cat.jpg", dir);
+    put(p, "x\n");
     assert_int_equal(uv_loop_init(&loop), 0);
     if (watch_start(&loop, cfg, &w, err, sizeof(err)) < 0)
         fail_msg("watch_start: %s", err);
@@ -253,11 +319,11 @@ static void t_barrier(void **state)
 
     /* Sync outcomes are kept in data/alerts/history. */
     watch_sync_done(w, false, 1795654923, "database error:\nline two");
-    sh("grep -qx 'failing 1795654923' %s/data/alerts/history", dir);
-    sh("grep -qx 'failure database error: line two' %s/data/alerts/history", dir);
+    check_history("failing 1795654923");
+    check_history("failure database error: line two");
     watch_sync_done(w, true, 1795655000, NULL);
-    sh("grep -qx 'success 1795655000' %s/data/alerts/history", dir);
-    sh("grep -qx 'failing 0' %s/data/alerts/history", dir);
+    check_history("success 1795655000");
+    check_history("failing 0");
     stop(&loop, w, cfg);
 }
 
