@@ -26,30 +26,13 @@ import ssl
 import struct
 import sys
 
-
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
-def field(num, wiretype, payload):
-    key = varint(num << 3 | wiretype)
-    if wiretype == 2:
-        return key + varint(len(payload)) + payload
-    return key + payload
+from pbwire import field, frame, varint
 
 
 def hello_frame(site="default"):
     hello = (field(1, 2, b"understudy") + field(2, 0, varint(1)) + field(3, 2, b"badframes")
              + field(4, 2, site.encode()) + field(6, 0, varint(1)))
-    body = field(1, 2, hello)
-    return struct.pack(">I", len(body)) + body
+    return frame(1, hello)
 
 
 def read_frame(s):

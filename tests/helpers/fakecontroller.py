@@ -15,7 +15,7 @@ CASE names, in place of SyncReady:
 
 Then it waits until the agent closes. Prints one line: "base_generation N files_only B".
 The frame format is common/wire.h's: a 4-byte big-endian length, then one serialized Frame
-(proto/understudy.proto); the few fields needed are encoded and decoded here by hand.
+(proto/understudy.proto), encoded and decoded by pbwire.py.
 """
 import os
 import socket
@@ -23,58 +23,10 @@ import ssl
 import struct
 import sys
 
+from pbwire import field, fields, frame, varint
+
 HELLO, SYNC_BEGIN, RESULT = 1, 3, 16
 STATUS_APPLIED, STATUS_UNCHANGED = 0, 1
-
-
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
-def field(num, wiretype, payload):
-    key = varint(num << 3 | wiretype)
-    if wiretype == 2:
-        return key + varint(len(payload)) + payload
-    return key + payload
-
-
-def frame(num, body):
-    data = field(num, 2, body)
-    return struct.pack(">I", len(data)) + data
-
-
-def read_varint(buf, i):
-    n = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
-
-
-def fields(buf):
-    """{number: value} of a message's varint and length-delimited fields (the last wins)."""
-    out, i = {}, 0
-    while i < len(buf):
-        key, i = read_varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            out[num], i = read_varint(buf, i)
-        elif wt == 2:
-            n, i = read_varint(buf, i)
-            out[num], i = buf[i:i + n], i + n
-        else:
-            raise ValueError("wire type %d not expected" % wt)
-    return out
 
 
 def read_exact(s, n):
