@@ -34,6 +34,7 @@
 #include "db.h"
 #include "dbdrift.h"
 #include "err.h"
+#include "fsutil.h"
 #include "log.h"
 #include "manifest.h"
 
@@ -649,26 +650,12 @@ static bool excluded(const fx_t *f, const char *path)
     return false;
 }
 
-static int mkdirs(char *path)
-{
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        int r = mkdir(path, 0755) < 0 && errno != EEXIST ? -errno : 0;
-        *p = '/';
-        if (r < 0)
-            return r;
-    }
-    return 0;
-}
-
 static int copy_out(fx_t *f, const char *rel, const struct stat *st)
 {
     char src[2 * PATH_MAX + 2], dst[2 * PATH_MAX + 16];
     snprintf(src, sizeof(src), "%s/%s", f->root, rel);
     snprintf(dst, sizeof(dst), "%s/files/%s", f->x->dir, rel);
-    int r = mkdirs(dst);
+    int r = fs_mkdirs(dst, (size_t)(strrchr(dst, '/') - dst), 0755);
     if (r < 0)
         return r;
     if (S_ISLNK(st->st_mode)) {

@@ -39,6 +39,7 @@
 #include "config.h"
 #include "controller.h"
 #include "err.h"
+#include "fsutil.h"
 #include "log.h"
 
 extern char **environ;
@@ -959,26 +960,6 @@ struct pending {
     char ssh[256];      /* $SSH_CONNECTION at --apply, or "" */
 };
 
-/* Creates each missing directory of path with mode 0700. Returns 0 or a negative errno. */
-static int mkdir_p(const char *path)
-{
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof(tmp), "%s", path) >= sizeof(tmp))
-        return UV_ENAMETOOLONG;
-    for (char *p = tmp + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-                return -errno;
-            *p = c;
-            if (!c)
-                break;
-        }
-    }
-    return 0;
-}
-
 /* Opens data/firewall (creating it 0700) and takes its lock. 0 or ERR_FIREWALL (logged). */
 static int fwdir_open(struct fwdir *d, const cfg_t *cfg)
 {
@@ -991,7 +972,7 @@ static int fwdir_open(struct fwdir *d, const cfg_t *cfg)
         log_error("%s: [site] data is missing or too long", cfg_path(cfg));
         return ERR_CONFIG;
     }
-    int r = mkdir_p(d->path);
+    int r = fs_mkdirs(d->path, strlen(d->path), 0700);
     if (r < 0) {
         log_error("cannot create %s: %s", d->path, uv_strerror(r));
         return ERR_FIREWALL;

@@ -11,7 +11,6 @@
 #include <cmocka.h>
 
 #include <dirent.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,6 +21,7 @@
 #include <unistd.h>
 
 #include "controller.h"
+#include "fsutil.h"
 #include "guard.h"
 #include "manifest.h"
 #include "watch.h"
@@ -30,21 +30,6 @@
 static char dir[64], logpath[128];
 
 /* The fixtures are made and checked with system calls, not a shell. */
-static void mkdirs(const char *path)
-{
-    char p[512];
-    assert_true(strlen(path) < sizeof(p));
-    strcpy(p, path);
-    for (char *s = p + 1; *s; s++) {
-        if (*s != '/')
-            continue;
-        *s = '\0';
-        assert_true(mkdir(p, 0755) == 0 || errno == EEXIST);
-        *s = '/';
-    }
-    assert_true(mkdir(p, 0755) == 0 || errno == EEXIST);
-}
-
 static void put(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -118,9 +103,9 @@ static int setup(void **state)
     snprintf(root, sizeof(root), "%s/data/generations/1/root", dir);
     snprintf(manifest, sizeof(manifest), "%s/data/generations/1/manifest", dir);
     snprintf(p, sizeof(p), "%s/wp-content/uploads", root);
-    mkdirs(p);
+    assert_int_equal(fs_mkdirs(p, strlen(p), 0755), 0);
     snprintf(p, sizeof(p), "%s/www", dir);
-    mkdirs(p);
+    assert_int_equal(fs_mkdirs(p, strlen(p), 0755), 0);
     snprintf(p, sizeof(p), "%s/index.php", root);
     put(p, "<?php\n");
     snprintf(p, sizeof(p), "%s/www/site", dir);
