@@ -26,31 +26,13 @@ import ssl
 import struct
 import sys
 
-from pbwire import field, frame, varint
+from pbwire import field, frame, recv_frame, varint
 
 
 def hello_frame(site="default"):
     hello = (field(1, 2, b"understudy") + field(2, 0, varint(1)) + field(3, 2, b"badframes")
              + field(4, 2, site.encode()) + field(6, 0, varint(1)))
     return frame(1, hello)
-
-
-def read_frame(s):
-    """Reads one frame (or what comes before the peer closes); returns its length or None."""
-    head = b""
-    while len(head) < 4:
-        chunk = s.recv(4 - len(head))
-        if not chunk:
-            return None
-        head += chunk
-    n = struct.unpack(">I", head)[0]
-    left = n
-    while left > 0:
-        chunk = s.recv(min(left, 65536))
-        if not chunk:
-            return None
-        left -= len(chunk)
-    return n
 
 
 def play(addr, ctx, case):
@@ -72,7 +54,7 @@ def play(addr, ctx, case):
         send(struct.pack(">I", 4096) + os.urandom(100))
     elif case in ("hello-garbage", "hello-truncated"):
         send(hello_frame())
-        read_frame(s)
+        recv_frame(s)
         if case == "hello-garbage":
             send(struct.pack(">I", 64) + os.urandom(64))
         else:

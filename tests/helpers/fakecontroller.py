@@ -20,31 +20,20 @@ The frame format is common/wire.h's: a 4-byte big-endian length, then one serial
 import os
 import socket
 import ssl
-import struct
 import sys
 
-from pbwire import field, fields, frame, varint
+from pbwire import field, fields, frame, recv_frame, varint
 
 HELLO, SYNC_BEGIN, RESULT = 1, 3, 16
 STATUS_APPLIED, STATUS_UNCHANGED = 0, 1
 
 
-def read_exact(s, n):
-    data = b""
-    while len(data) < n:
-        chunk = s.recv(n - len(data))
-        if not chunk:
-            raise EOFError("the agent closed after %d of %d bytes" % (len(data), n))
-        data += chunk
-    return data
-
-
 def read_frame(s):
     """(body number, body bytes) of the next frame."""
-    n = struct.unpack(">I", read_exact(s, 4))[0]
-    if n > 1 << 20:
-        raise ValueError("frame of %d bytes" % n)
-    msg = fields(read_exact(s, n))
+    data = recv_frame(s)
+    if data is None:
+        raise EOFError("the agent closed the connection")
+    msg = fields(data)
     if len(msg) != 1:
         raise ValueError("a frame with %d bodies" % len(msg))
     return next(iter(msg.items()))

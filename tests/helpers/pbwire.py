@@ -54,3 +54,25 @@ def fields(buf):
         else:
             raise ValueError("wire type %d not expected" % wt)
     return out
+
+
+def recv_frame(s, limit=1 << 20):
+    """The serialized Frame of the next frame read from socket s, or None if the peer closes
+    first. A frame announcing more than limit bytes raises ValueError."""
+    head = _recv_exact(s, 4)
+    if head is None:
+        return None
+    n = struct.unpack(">I", head)[0]
+    if n > limit:
+        raise ValueError("a frame of %d bytes (the limit is %d)" % (n, limit))
+    return _recv_exact(s, n)
+
+
+def _recv_exact(s, n):
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(min(n - len(data), 65536))
+        if not chunk:
+            return None
+        data += chunk
+    return data
